@@ -1,0 +1,51 @@
+// Stage 1: encoded bytes -> RgbImage. PNG through libspng, JPEG through libjpeg-turbo's TurboJPEG
+// API. Every PNG colour type and bit depth and every JPEG colour space (baseline, progressive,
+// grayscale, CMYK/YCCK) comes out as 8-bit RGB; alpha is dropped; EXIF orientation is ignored.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "image.h"
+
+namespace openlookout {
+
+enum class ImageFormat { Png, Jpeg };
+
+// "image/png" -> Png, "image/jpeg" -> Jpeg; anything else throws a Validation error.
+ImageFormat parse_content_type(std::string_view content_type);
+
+// Checked before any pixel buffer is allocated: the header's dimensions against the side limits,
+// the body size against max_body_bytes.
+struct DecodeLimits {
+  int min_side = 64;
+  int max_side = 4096;
+  size_t max_body_bytes = size_t{8} << 20;
+};
+
+// Per-worker decoder state (TurboJPEG handle, libspng scratch), reused across images. Not
+// thread-safe: one per worker.
+class Decoder {
+ public:
+  Decoder();
+  ~Decoder();
+  Decoder(const Decoder&) = delete;
+  Decoder& operator=(const Decoder&) = delete;
+
+  // Decodes `data` (which must be of `format`, checked by signature) into `out`. Throws a
+  // Validation error naming what is wrong for empty, oversized, mismatched, corrupt or truncated
+  // input and for dimensions outside `limits`.
+  void decode(const uint8_t* data, size_t size, ImageFormat format, const DecodeLimits& limits,
+              RgbImage& out);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
+
+// Checks dimensions against limits (shared by decoders and by raw RGB input).
+void check_dimensions(int width, int height, const DecodeLimits& limits);
+
+}  // namespace openlookout

@@ -1,0 +1,68 @@
+// Stage 4: model outputs -> verdict and, for segmentation, a full-size label map with per-label
+// pixel counts.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "preprocess.h"
+
+namespace openlookout {
+
+enum class ScoreActivation { None, Sigmoid, Softmax };
+
+struct Verdict {
+  bool is_anomalous = false;
+  float confidence = 0.0f;  // confidence in the predicted class, 0.5 .. 1
+  float score = 0.0f;       // the anomalous probability s the verdict came from
+};
+
+// IsAnomalous = s >= t; Confidence = 0.5 + 0.5 * (s - t) / (1 - t) when anomalous, else
+// 0.5 + 0.5 * (t - s) / t. Requires 0 < t < 1; s is clamped to [0, 1].
+Verdict verdict_from_score(float s, float threshold);
+
+// Classification output -> anomalous probability s.
+//   count == 1: s = the value (None) or sigmoid(value) (Sigmoid).
+//   count == 2: [normal, anomalous]; Softmax: softmax(values)[1]; None: values[1].
+// Other counts, or Softmax with one value, throw a Validation error (checked at load too).
+float classification_score(const float* values, size_t count, ScoreActivation activation);
+
+// Segmentation output: scores[C][h][w] (channel planes, or interleaved when `channels_last`).
+//   C >= 2: label = argmax over channels (ties to the lower index); 0 is background.
+//   C == 1: label = 1 where the score (after `activation`, None or Sigmoid) >= threshold, else 0.
+// The score planes are upsampled to width x height with `upsample` (Nearest or Bilinear) before
+// the decision. The anomalous probability s of the whole image is the largest per-pixel
+// anomalous probability over the full-size map:
+//   C == 1: the pixel's score (after activation).
+//   C >= 2: sigmoid(max_{k>=1} z_k - z_0), with z the channel values when `activation` is
+//           Softmax (logits) or their logarithm when it is None (probabilities).
+// so that s >= threshold (0.5 for C >= 2) exactly when the mask holds an anomalous pixel.
+struct SegmentationSpec {
+  int channels = 0;
+  int height = 0;  // model output h
+  int width = 0;   // model output w
+  bool channels_last = false;
+  ScoreActivation activation = ScoreActivation::None;
+  float threshold = 0.5f;  // C == 1 only
+  ResizeMode upsample = ResizeMode::Nearest;
+};
+
+struct LabelMap {
+  std::vector<uint8_t> labels;  // width * height, 0 = background, k = labels[k - 1]
+  std::vector<uint64_t> counts;  // channels (C >= 2) or 2 (C == 1) entries, pixels per label
+  int width = 0;
+  int height = 0;
+  float score = 0.0f;  // s, as defined above
+};
+
+struct SegmentationScratch {
+  ResampleAxis x_axis;
+  ResampleAxis y_axis;
+  std::vector<float> row_buffer;
+};
+
+void segment(const float* scores, const SegmentationSpec& spec, int width, int height,
+             SegmentationScratch& scratch, LabelMap& out);
+
+}  // namespace openlookout

@@ -1,0 +1,388 @@
+#include "session.h"
+
+#include <dlfcn.h>
+
+#include <mutex>
+#include <sstream>
+
+#include "errors.h"
+#include "onnxruntime_c_api.h"
+
+namespace openlookout {
+namespace {
+
+// Process-wide ONNX Runtime state: the dlopen()ed library, its API table and one OrtEnv.
+struct Runtime {
+  std::mutex mutex;
+  std::string path;
+  void* library = nullptr;
+  const OrtApi* api = nullptr;
+  OrtEnv* env = nullptr;
+};
+
+Runtime& runtime() {
+  // Never destroyed: sessions may be released during interpreter shutdown, after static
+  // destructors would have run, and unloading ORT under them would crash.
+  static Runtime* r = new Runtime();
+  return *r;
+}
+
+const OrtApi& api() {
+  const OrtApi* a = runtime().api;
+  if (a == nullptr) throw_internal("ONNX Runtime is not loaded (call load_onnxruntime first)");
+  return *a;
+}
+
+// Turns an OrtStatus into an Error of `kind`, prefixed with what we were doing.
+void check(OrtStatus* status, const char* what, ErrorKind kind = ErrorKind::InternalServer) {
+  if (status == nullptr) return;
+  std::string message = std::string(what) + ": " + api().GetErrorMessage(status);
+  api().ReleaseStatus(status);
+  throw Error(kind, message);
+}
+
+template <typename T, void (*OrtApi::*Release)(T*)>
+struct OrtHandle {
+  T* ptr = nullptr;
+  OrtHandle() = default;
+  OrtHandle(const OrtHandle&) = delete;
+  OrtHandle& operator=(const OrtHandle&) = delete;
+  ~OrtHandle() {
+    if (ptr != nullptr) (api().*Release)(ptr);
+  }
+};
+
+using SessionOptionsHandle = OrtHandle<OrtSessionOptions, &OrtApi::ReleaseSessionOptions>;
+using TypeInfoHandle = OrtHandle<OrtTypeInfo, &OrtApi::ReleaseTypeInfo>;
+using ShapeInfoHandle = OrtHandle<OrtTensorTypeAndShapeInfo, &OrtApi::ReleaseTensorTypeAndShapeInfo>;
+using MemoryInfoHandle = OrtHandle<OrtMemoryInfo, &OrtApi::ReleaseMemoryInfo>;
+using CudaOptionsHandle = OrtHandle<OrtCUDAProviderOptionsV2, &OrtApi::ReleaseCUDAProviderOptions>;
+using TensorRtOptionsHandle =
+    OrtHandle<OrtTensorRTProviderOptionsV2, &OrtApi::ReleaseTensorRTProviderOptions>;
+
+OrtEnv* environment() {
+  Runtime& r = runtime();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  if (r.env == nullptr) {
+    check(api().CreateEnv(ORT_LOGGING_LEVEL_ERROR, "openlookout", &r.env),
+          "creating the ONNX Runtime environment");
+  }
+  return r.env;
+}
+
+std::string element_type_name(ONNXTensorElementDataType t) {
+  switch (t) {
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "float32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "float16";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "float64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "uint8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT8: return "int8";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "int32";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "int64";
+    case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return "bool";
+    default: return "type " + std::to_string(static_cast<int>(t));
+  }
+}
+
+TensorInfo describe(const OrtTypeInfo* type_info, std::string name) {
+  TensorInfo info;
+  info.name = std::move(name);
+  ONNXType onnx_type;
+  check(api().GetOnnxTypeFromTypeInfo(type_info, &onnx_type), "reading a model signature");
+  if (onnx_type != ONNX_TYPE_TENSOR) {
+    info.type_name = "non-tensor";
+    return info;
+  }
+  const OrtTensorTypeAndShapeInfo* tensor = nullptr;
+  check(api().CastTypeInfoToTensorInfo(type_info, &tensor), "reading a model signature");
+  ONNXTensorElementDataType element;
+  check(api().GetTensorElementType(tensor, &element), "reading a model signature");
+  info.type = element == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? ElementType::Float32 : ElementType::Other;
+  info.type_name = element_type_name(element);
+  size_t rank = 0;
+  check(api().GetDimensionsCount(tensor, &rank), "reading a model signature");
+  info.shape.resize(rank);
+  check(api().GetDimensions(tensor, info.shape.data(), rank), "reading a model signature");
+  for (auto& d : info.shape) {
+    if (d < 0) d = -1;  // symbolic or unknown
+  }
+  return info;
+}
+
+// Maps ONNX Runtime's provider names to the short names its generic append call takes.
+const char* generic_provider_name(const std::string& name) {
+  static const std::pair<const char*, const char*> table[] = {
+      {"QNNExecutionProvider", "QNN"},         {"SNPEExecutionProvider", "SNPE"},
+      {"XnnpackExecutionProvider", "XNNPACK"}, {"CoreMLExecutionProvider", "CoreML"},
+      {"WebNNExecutionProvider", "WEBNN"},     {"AzureExecutionProvider", "AZURE"},
+      {"VitisAIExecutionProvider", "VitisAI"}, {"OpenVINOExecutionProvider", "OpenVINO"},
+      {"DmlExecutionProvider", "DML"},         {"WebGpuExecutionProvider", "WebGPU"},
+  };
+  for (const auto& [long_name, short_name] : table) {
+    if (name == long_name) return short_name;
+  }
+  return nullptr;
+}
+
+void append_provider(OrtSessionOptions* options, const ProviderSpec& spec) {
+  std::vector<const char*> keys, values;
+  for (const auto& [k, v] : spec.options) {
+    keys.push_back(k.c_str());
+    values.push_back(v.c_str());
+  }
+  const std::string what = "enabling " + spec.name;
+  if (spec.name == "CPUExecutionProvider") {
+    return;  // always present, always last
+  } else if (spec.name == "CUDAExecutionProvider") {
+    CudaOptionsHandle cuda;
+    check(api().CreateCUDAProviderOptions(&cuda.ptr), what.c_str(), ErrorKind::Validation);
+    check(api().UpdateCUDAProviderOptions(cuda.ptr, keys.data(), values.data(), keys.size()),
+          what.c_str(), ErrorKind::Validation);
+    check(api().SessionOptionsAppendExecutionProvider_CUDA_V2(options, cuda.ptr), what.c_str(),
+          ErrorKind::Validation);
+  } else if (spec.name == "TensorrtExecutionProvider") {
+    TensorRtOptionsHandle trt;
+    check(api().CreateTensorRTProviderOptions(&trt.ptr), what.c_str(), ErrorKind::Validation);
+    check(api().UpdateTensorRTProviderOptions(trt.ptr, keys.data(), values.data(), keys.size()),
+          what.c_str(), ErrorKind::Validation);
+    check(api().SessionOptionsAppendExecutionProvider_TensorRT_V2(options, trt.ptr), what.c_str(),
+          ErrorKind::Validation);
+  } else if (const char* short_name = generic_provider_name(spec.name)) {
+    check(api().SessionOptionsAppendExecutionProvider(options, short_name, keys.data(),
+                                                      values.data(), keys.size()),
+          what.c_str(), ErrorKind::Validation);
+  } else {
+    throw_validation("providers: " + spec.name +
+                     " cannot be enabled through openlookout (supported: CPU, CUDA, TensorRT, "
+                     "OpenVINO, QNN, SNPE, XNNPACK, CoreML, WebNN, DML, VitisAI, Azure, WebGPU)");
+  }
+}
+
+}  // namespace
+
+void load_onnxruntime(const std::string& library_path) {
+  Runtime& r = runtime();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  if (r.api != nullptr) {
+    if (library_path == r.path) return;
+    throw Error(ErrorKind::Validation, "ONNX Runtime is already loaded from " + r.path +
+                                           "; cannot load a second copy from " + library_path);
+  }
+  // RTLD_LOCAL: ORT's symbols stay private, so the onnxruntime Python module (which carries its
+  // own copy) can live in the same process.
+  void* library = dlopen(library_path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (library == nullptr) {
+    const char* reason = dlerror();
+    throw Error(ErrorKind::InternalServer, "cannot load ONNX Runtime from " + library_path + ": " +
+                                               (reason ? reason : "unknown error"));
+  }
+  using GetApiBase = const OrtApiBase* (*)();
+  auto get_api_base = reinterpret_cast<GetApiBase>(dlsym(library, "OrtGetApiBase"));
+  if (get_api_base == nullptr) {
+    dlclose(library);
+    throw Error(ErrorKind::InternalServer, library_path + " is not an ONNX Runtime library");
+  }
+  const OrtApiBase* base = get_api_base();
+  const OrtApi* api_table = base->GetApi(ORT_API_VERSION);
+  if (api_table == nullptr) {
+    std::string version = base->GetVersionString();
+    dlclose(library);
+    throw Error(ErrorKind::InternalServer,
+                "ONNX Runtime " + version + " at " + library_path + " does not provide C API version " +
+                    std::to_string(ORT_API_VERSION) + " (ONNX Runtime 1.21 or newer is required)");
+  }
+  r.library = library;
+  r.api = api_table;
+  r.path = library_path;
+}
+
+bool onnxruntime_loaded() { return runtime().api != nullptr; }
+
+std::string onnxruntime_version() {
+  Runtime& r = runtime();
+  if (r.library == nullptr) return "";
+  using GetApiBase = const OrtApiBase* (*)();
+  auto get_api_base = reinterpret_cast<GetApiBase>(dlsym(r.library, "OrtGetApiBase"));
+  return get_api_base()->GetVersionString();
+}
+
+std::vector<std::string> onnxruntime_providers() {
+  char** names = nullptr;
+  int count = 0;
+  check(api().GetAvailableProviders(&names, &count), "listing execution providers");
+  std::vector<std::string> result(names, names + count);
+  check(api().ReleaseAvailableProviders(names, count), "listing execution providers");
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+SessionIO::~SessionIO() {
+  if (!onnxruntime_loaded()) return;
+  if (input_value_ != nullptr) api().ReleaseValue(static_cast<OrtValue*>(input_value_));
+  for (void* v : output_values_) {
+    if (v != nullptr) api().ReleaseValue(static_cast<OrtValue*>(v));
+  }
+}
+
+const float* SessionIO::output(size_t i) const {
+  void* data = nullptr;
+  check(api().GetTensorMutableData(static_cast<OrtValue*>(output_values_[i]), &data),
+        "reading a model output");
+  return static_cast<const float*>(data);
+}
+
+Session::Session(const std::string& model_path, const SessionOptions& options) {
+  OrtEnv* env = environment();
+  SessionOptionsHandle session_options;
+  check(api().CreateSessionOptions(&session_options.ptr), "creating session options");
+  check(api().SetIntraOpNumThreads(session_options.ptr, options.intra_op_threads),
+        "setting intra_op_threads", ErrorKind::Validation);
+  check(api().SetInterOpNumThreads(session_options.ptr, options.inter_op_threads),
+        "setting inter_op_threads", ErrorKind::Validation);
+  check(api().SetSessionGraphOptimizationLevel(session_options.ptr, ORT_ENABLE_ALL),
+        "setting the graph optimization level");
+
+  if (!options.providers.empty()) {
+    const std::vector<std::string> available = onnxruntime_providers();
+    for (const ProviderSpec& spec : options.providers) {
+      bool found = false;
+      for (const auto& a : available) found = found || a == spec.name;
+      if (!found) {
+        std::ostringstream message;
+        message << "providers: " << spec.name << " is not available in ONNX Runtime "
+                << onnxruntime_version() << " (available:";
+        for (const auto& a : available) message << " " << a;
+        message << ")";
+        throw_validation(message.str());
+      }
+      append_provider(session_options.ptr, spec);
+    }
+  }
+
+  OrtSession* session = nullptr;
+  check(api().CreateSession(env, model_path.c_str(), session_options.ptr, &session),
+        ("loading ONNX model " + model_path).c_str(), ErrorKind::Validation);
+  session_ = session;
+
+  OrtAllocator* allocator = nullptr;
+  check(api().GetAllocatorWithDefaultOptions(&allocator), "getting the default allocator");
+  auto read_signature = [&](bool inputs, std::vector<TensorInfo>& out) {
+    size_t count = 0;
+    check(inputs ? api().SessionGetInputCount(session, &count)
+                 : api().SessionGetOutputCount(session, &count),
+          "reading the model signature");
+    for (size_t i = 0; i < count; ++i) {
+      char* name = nullptr;
+      check(inputs ? api().SessionGetInputName(session, i, allocator, &name)
+                   : api().SessionGetOutputName(session, i, allocator, &name),
+            "reading the model signature");
+      std::string owned_name(name);
+      check(api().AllocatorFree(allocator, name), "reading the model signature");
+      TypeInfoHandle type_info;
+      check(inputs ? api().SessionGetInputTypeInfo(session, i, &type_info.ptr)
+                   : api().SessionGetOutputTypeInfo(session, i, &type_info.ptr),
+            "reading the model signature");
+      out.push_back(describe(type_info.ptr, std::move(owned_name)));
+    }
+  };
+  try {
+    read_signature(true, inputs_);
+    read_signature(false, outputs_);
+  } catch (...) {
+    api().ReleaseSession(session);
+    session_ = nullptr;
+    throw;
+  }
+}
+
+Session::~Session() {
+  if (session_ != nullptr && onnxruntime_loaded()) api().ReleaseSession(static_cast<OrtSession*>(session_));
+}
+
+std::unique_ptr<SessionIO> Session::make_io(const std::string& input_name,
+                                            const std::vector<int64_t>& input_shape,
+                                            const std::vector<std::string>& outputs) const {
+  std::unique_ptr<SessionIO> io(new SessionIO());
+  MemoryInfoHandle cpu;
+  check(api().CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &cpu.ptr),
+        "creating CPU memory info");
+
+  size_t input_elements = 1;
+  for (int64_t d : input_shape) input_elements *= static_cast<size_t>(d);
+  io->input_.assign(input_elements, 0.0f);
+  io->input_shape_ = input_shape;
+  OrtValue* input_value = nullptr;
+  check(api().CreateTensorWithDataAsOrtValue(cpu.ptr, io->input_.data(),
+                                             input_elements * sizeof(float), input_shape.data(),
+                                             input_shape.size(),
+                                             ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &input_value),
+        "creating the input tensor");
+  io->input_value_ = input_value;
+  io->input_names_.push_back(input_name);
+
+  // Outputs whose shape is fully known are preallocated once, so ORT writes into our buffers and
+  // a call allocates nothing; outputs with dynamic dimensions are left for ORT to allocate.
+  for (const std::string& name : outputs) {
+    const TensorInfo* info = nullptr;
+    for (const auto& o : outputs_) {
+      if (o.name == name) info = &o;
+    }
+    if (info == nullptr) throw_internal("make_io: unknown output " + name);
+    io->output_names_.push_back(name);
+    bool is_static = true;
+    for (int64_t d : info->shape) is_static = is_static && d > 0;
+    io->output_shapes_.push_back(info->shape);
+    if (is_static) {
+      size_t elements = 1;
+      for (int64_t d : info->shape) elements *= static_cast<size_t>(d);
+      io->output_storage_.emplace_back(elements, 0.0f);
+      OrtValue* value = nullptr;
+      check(api().CreateTensorWithDataAsOrtValue(
+                cpu.ptr, io->output_storage_.back().data(), elements * sizeof(float),
+                info->shape.data(), info->shape.size(), ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &value),
+            "creating an output tensor");
+      io->output_values_.push_back(value);
+      io->output_owned_by_ort_.push_back(false);
+    } else {
+      io->output_storage_.emplace_back();
+      io->output_values_.push_back(nullptr);
+      io->output_owned_by_ort_.push_back(true);
+    }
+  }
+  for (const auto& n : io->input_names_) io->input_name_ptrs_.push_back(n.c_str());
+  for (const auto& n : io->output_names_) io->output_name_ptrs_.push_back(n.c_str());
+  return io;
+}
+
+void Session::run(SessionIO& io) const {
+  for (size_t i = 0; i < io.output_values_.size(); ++i) {
+    if (io.output_owned_by_ort_[i] && io.output_values_[i] != nullptr) {
+      api().ReleaseValue(static_cast<OrtValue*>(io.output_values_[i]));
+      io.output_values_[i] = nullptr;
+    }
+  }
+  const OrtValue* input = static_cast<const OrtValue*>(io.input_value_);
+  check(api().Run(static_cast<OrtSession*>(session_), nullptr, io.input_name_ptrs_.data(), &input, 1,
+                  io.output_name_ptrs_.data(), io.output_name_ptrs_.size(),
+                  reinterpret_cast<OrtValue**>(io.output_values_.data())),
+        "running the model");
+  for (size_t i = 0; i < io.output_values_.size(); ++i) {
+    if (!io.output_owned_by_ort_[i]) continue;
+    OrtValue* value = static_cast<OrtValue*>(io.output_values_[i]);
+    ShapeInfoHandle shape;
+    check(api().GetTensorTypeAndShape(value, &shape.ptr), "reading a model output");
+    ONNXTensorElementDataType element;
+    check(api().GetTensorElementType(shape.ptr, &element), "reading a model output");
+    if (element != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+      throw_internal("model output " + io.output_names_[i] + " is " + element_type_name(element) +
+                     ", not float32");
+    }
+    size_t rank = 0;
+    check(api().GetDimensionsCount(shape.ptr, &rank), "reading a model output");
+    io.output_shapes_[i].resize(rank);
+    check(api().GetDimensions(shape.ptr, io.output_shapes_[i].data(), rank), "reading a model output");
+  }
+}
+
+}  // namespace openlookout

@@ -1,0 +1,303 @@
+"""
+openlookout's native core (private; use the openlookout package)
+"""
+from __future__ import annotations
+
+import collections.abc
+import typing
+
+import numpy
+import numpy.typing
+
+__all__: list[str] = ['ColorOrder', 'Layout', 'Pipeline', 'PipelineConfig', 'ResizeMode', 'ScoreActivation', 'Task', 'load_onnxruntime', 'onnxruntime_loaded', 'onnxruntime_providers', 'onnxruntime_version']
+class ResizeMode:
+    """
+    Members:
+    
+      bilinear
+    
+      area
+    
+      nearest
+    """
+    __members__: typing.ClassVar[dict[str, ResizeMode]]
+    area: typing.ClassVar[ResizeMode]
+    bilinear: typing.ClassVar[ResizeMode]
+    nearest: typing.ClassVar[ResizeMode]
+    @typing.overload
+    def __eq__(self, other: ResizeMode) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: ResizeMode) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
+class Layout:
+    """
+    Members:
+    
+      NCHW
+    
+      NHWC
+    """
+    NCHW: typing.ClassVar[Layout]
+    NHWC: typing.ClassVar[Layout]
+    __members__: typing.ClassVar[dict[str, Layout]]
+    @typing.overload
+    def __eq__(self, other: Layout) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: Layout) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
+class ColorOrder:
+    """
+    Members:
+    
+      RGB
+    
+      BGR
+    """
+    BGR: typing.ClassVar[ColorOrder]
+    RGB: typing.ClassVar[ColorOrder]
+    __members__: typing.ClassVar[dict[str, ColorOrder]]
+    @typing.overload
+    def __eq__(self, other: ColorOrder) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: ColorOrder) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
+class ScoreActivation:
+    """
+    Members:
+    
+      none
+    
+      sigmoid
+    
+      softmax
+    """
+    __members__: typing.ClassVar[dict[str, ScoreActivation]]
+    none: typing.ClassVar[ScoreActivation]
+    sigmoid: typing.ClassVar[ScoreActivation]
+    softmax: typing.ClassVar[ScoreActivation]
+    @typing.overload
+    def __eq__(self, other: ScoreActivation) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: ScoreActivation) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
+class Task:
+    """
+    Members:
+    
+      classification
+    
+      segmentation
+    """
+    __members__: typing.ClassVar[dict[str, Task]]
+    classification: typing.ClassVar[Task]
+    segmentation: typing.ClassVar[Task]
+    @typing.overload
+    def __eq__(self, other: Task) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: Task) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
+class PipelineConfig:
+    has_classification: bool
+    has_segmentation: bool
+    input_name: str
+    model_path: str
+    task: Task
+    def __init__(self) -> None:
+        ...
+    def set_classification(self, output: str, activation: ScoreActivation, threshold: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    def set_input(self, width: typing.SupportsInt | typing.SupportsIndex, height: typing.SupportsInt | typing.SupportsIndex, layout: Layout, color: ColorOrder, resize: ResizeMode, scale: typing.SupportsFloat | typing.SupportsIndex, mean: typing.Annotated[collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], "FixedSize(3)"], std: typing.Annotated[collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], "FixedSize(3)"]) -> None:
+        ...
+    def set_limits(self, min_side: typing.SupportsInt | typing.SupportsIndex, max_side: typing.SupportsInt | typing.SupportsIndex, max_body_bytes: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def set_segmentation(self, output: str, activation: ScoreActivation, threshold: typing.SupportsFloat | typing.SupportsIndex, upsample: ResizeMode, label_colors: collections.abc.Sequence[typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(3)"]], activation_is_default: bool) -> None:
+        ...
+    def set_session(self, intra_op_threads: typing.SupportsInt | typing.SupportsIndex, inter_op_threads: typing.SupportsInt | typing.SupportsIndex, providers: collections.abc.Sequence[tuple[str, collections.abc.Sequence[tuple[str, str]]]]) -> None:
+        ...
+    @property
+    def image_height(self) -> int:
+        ...
+    @image_height.setter
+    def image_height(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def image_width(self) -> int:
+        ...
+    @image_width.setter
+    def image_width(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class Pipeline:
+    def __init__(self, config: PipelineConfig) -> None:
+        ...
+    def detect(self, body: typing.Any, content_type: str) -> tuple:
+        """
+        Decode and run; returns (is_anomalous, confidence, label_pixels, total_pixels, mask_png)
+        """
+    def detect_rgb(self, rgb: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8]) -> tuple:
+        ...
+    @property
+    def input_name(self) -> str:
+        ...
+    @property
+    def label_count(self) -> int:
+        ...
+    @property
+    def output_names(self) -> list[str]:
+        ...
+def load_onnxruntime(library_path: str) -> None:
+    """
+    dlopen the ONNX Runtime shared library (once per process)
+    """
+def onnxruntime_loaded() -> bool:
+    ...
+def onnxruntime_providers() -> list[str]:
+    """
+    Execution providers the loaded ONNX Runtime library offers
+    """
+def onnxruntime_version() -> str:
+    ...

@@ -1,0 +1,248 @@
+"""``load_model`` and ``Model``: a model package ready to answer DetectAnomalies."""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from . import _core
+from ._runtime import ensure_onnxruntime
+from .errors import ValidationException
+from .manifest import Manifest, read_manifest
+
+__all__ = ["DEFAULT_LIMITS", "Body", "Model", "load_model"]
+
+Body = bytes | bytearray | memoryview | BinaryIO
+# Per-side pixel limits and body size: L4V's documented image bounds (64..4096 px per side) and a
+# body cap a little above its 8 MB per-image file limit.
+DEFAULT_LIMITS = {"min_side": 64, "max_side": 4096, "max_body_bytes": 8 * 1024 * 1024}
+
+ProviderArg = str | tuple[str, dict[str, Any]]
+
+
+def _float32(x: float) -> float:
+    """Rounds to float32 and back, as L4V reported areas."""
+    return float(struct.unpack("f", struct.pack("f", x))[0])
+
+
+def _providers(providers: Sequence[ProviderArg] | None) -> list[tuple[str, list[tuple[str, str]]]]:
+    result: list[tuple[str, list[tuple[str, str]]]] = []
+    for p in providers or ():
+        if isinstance(p, str):
+            result.append((p, []))
+        elif (
+            isinstance(p, tuple)
+            and len(p) == 2
+            and isinstance(p[0], str)
+            and isinstance(p[1], dict)
+        ):
+            result.append((p[0], [(str(k), str(v)) for k, v in p[1].items()]))
+        else:
+            raise ValidationException(
+                f"providers: each entry is a name or (name, options dict), not {p!r}"
+            )
+    return result
+
+
+def _positive_int(name: str, value: Any, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValidationException(f"{name} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def _config(
+    package: Path,
+    manifest: Manifest,
+    *,
+    intra_op_threads: int,
+    inter_op_threads: int,
+    providers: Sequence[ProviderArg] | None,
+    min_side: int,
+    max_side: int,
+    max_body_bytes: int,
+) -> _core.PipelineConfig:
+    config = _core.PipelineConfig()
+    config.model_path = str(package / manifest.model)
+    config.task = getattr(_core.Task, manifest.task)
+    config.input_name = manifest.input.name or ""
+    spec = manifest.input
+    config.set_input(
+        width=spec.width,
+        height=spec.height,
+        layout=getattr(_core.Layout, spec.layout),
+        color=getattr(_core.ColorOrder, spec.color),
+        resize=getattr(_core.ResizeMode, spec.resize),
+        scale=spec.scale,
+        mean=list(spec.mean),
+        std=list(spec.std),
+    )
+    if manifest.image_size is not None:
+        config.image_width, config.image_height = manifest.image_size
+    if manifest.classification is not None:
+        c = manifest.classification
+        config.set_classification(
+            output=c.output or "",
+            activation=getattr(_core.ScoreActivation, c.activation),
+            threshold=c.threshold,
+        )
+    if manifest.segmentation is not None:
+        s = manifest.segmentation
+        # The default activation depends on the output's channel count, which only the core sees:
+        # "none" works for both a 1-channel map (scores) and C >= 2 (argmax is unaffected), and
+        # the core switches C >= 2 to softmax (logits) when the manifest leaves it unset.
+        activation = s.activation or "auto"
+        config.set_segmentation(
+            output=s.output or "",
+            activation=getattr(
+                _core.ScoreActivation, "none" if activation == "auto" else activation
+            ),
+            threshold=s.threshold,
+            upsample=getattr(_core.ResizeMode, s.upsample),
+            label_colors=[list(label.rgb) for label in s.labels],
+            activation_is_default=activation == "auto",
+        )
+    config.set_limits(
+        min_side=_positive_int("min_side", min_side, 1),
+        max_side=_positive_int("max_side", max_side, 1),
+        max_body_bytes=_positive_int("max_body_bytes", max_body_bytes, 1),
+    )
+    config.set_session(
+        intra_op_threads=_positive_int("intra_op_threads", intra_op_threads),
+        inter_op_threads=_positive_int("inter_op_threads", inter_op_threads),
+        providers=_providers(providers),
+    )
+    return config
+
+
+class Model:
+    """A loaded model package. Thread-safe: call ``detect`` from as many threads as you like;
+    native work runs without the GIL and each call borrows its own buffers."""
+
+    def __init__(
+        self,
+        package: str | Path,
+        *,
+        intra_op_threads: int = 0,
+        inter_op_threads: int = 0,
+        providers: Sequence[ProviderArg] | None = None,
+        min_side: int = DEFAULT_LIMITS["min_side"],
+        max_side: int = DEFAULT_LIMITS["max_side"],
+        max_body_bytes: int = DEFAULT_LIMITS["max_body_bytes"],
+    ) -> None:
+        self.path = Path(package)
+        self.manifest = read_manifest(self.path)
+        self.max_body_bytes = max_body_bytes
+        config = _config(
+            self.path,
+            self.manifest,
+            intra_op_threads=intra_op_threads,
+            inter_op_threads=inter_op_threads,
+            providers=providers,
+            min_side=min_side,
+            max_side=max_side,
+            max_body_bytes=max_body_bytes,
+        )
+        ensure_onnxruntime()
+        self._pipeline = _core.Pipeline(config)
+        segmentation = self.manifest.segmentation
+        self._labels = (
+            [(label.name, label.color) for label in segmentation.labels] if segmentation else []
+        )
+
+    @property
+    def task(self) -> str:
+        """``"classification"`` or ``"segmentation"``."""
+        return self.manifest.task
+
+    def __repr__(self) -> str:
+        return f"Model({str(self.path)!r}, task={self.task!r})"
+
+    def detect(self, body: Body, content_type: str) -> dict[str, Any]:
+        """DetectAnomalies on encoded image bytes: returns the ``DetectAnomalyResult`` dict,
+        shaped and typed as boto3 returned it.
+
+        ``body`` is bytes, bytearray, memoryview or a readable binary file object;
+        ``content_type`` is ``"image/png"`` or ``"image/jpeg"``.
+        """
+        if not isinstance(content_type, str):
+            raise ValidationException(
+                "content_type must be a string ('image/png' or 'image/jpeg'), "
+                f"not {type(content_type).__name__}"
+            )
+        if isinstance(body, (bytes, bytearray)):
+            data: bytes | bytearray | memoryview = body
+        elif isinstance(body, memoryview):
+            data = body if body.contiguous else body.tobytes()
+        elif hasattr(body, "read"):
+            # Read one byte past the limit so an oversized stream is reported, not truncated.
+            data = body.read(self.max_body_bytes + 1)
+            if not isinstance(data, (bytes, bytearray)):
+                raise ValidationException("body file object must be opened in binary mode")
+        else:
+            raise ValidationException(
+                "body must be bytes, bytearray, memoryview or a binary file object, "
+                f"not {type(body).__name__}"
+            )
+        return self._result(self._pipeline.detect(data, content_type))
+
+    def detect_array(self, rgb: np.ndarray) -> dict[str, Any]:
+        """DetectAnomalies on decoded pixels: an ``HxWx3`` ``uint8`` RGB array (what L4V's edge
+        agent took as RGB888)."""
+        if not isinstance(rgb, np.ndarray):
+            raise ValidationException(f"rgb must be a numpy array, not {type(rgb).__name__}")
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValidationException(
+                f"rgb must be an HxWx3 uint8 array, not {rgb.dtype} with shape {rgb.shape}"
+            )
+        if rgb.strides[2] != 1 or rgb.strides[1] != 3 or rgb.strides[0] < 3 * rgb.shape[1]:
+            rgb = np.ascontiguousarray(rgb)
+        return self._result(self._pipeline.detect_rgb(rgb))
+
+    def _result(
+        self, raw: tuple[bool, float, list[int] | None, int, bytes | None]
+    ) -> dict[str, Any]:
+        is_anomalous, confidence, label_pixels, total_pixels, mask = raw
+        result: dict[str, Any] = {
+            "Source": {"Type": "direct"},
+            "IsAnomalous": bool(is_anomalous),
+            "Confidence": float(confidence),
+        }
+        if label_pixels is None:
+            return result
+        anomalies = [
+            {
+                "Name": "background",
+                "PixelAnomaly": {
+                    "TotalPercentageArea": _float32(label_pixels[0] / total_pixels),
+                    "Color": "#FFFFFF",
+                },
+            }
+        ]
+        for (name, color), count in zip(self._labels, label_pixels[1:], strict=False):
+            if count:
+                anomalies.append(
+                    {
+                        "Name": name,
+                        "PixelAnomaly": {
+                            "TotalPercentageArea": _float32(count / total_pixels),
+                            "Color": color,
+                        },
+                    }
+                )
+        result["Anomalies"] = anomalies
+        result["AnomalyMask"] = mask
+        return result
+
+
+def load_model(path: str | Path, **options: Any) -> Model:
+    """Loads a model package directory (``manifest.json`` + ONNX file).
+
+    Options: ``intra_op_threads`` (ORT threads per call, 0 = ORT's default), ``inter_op_threads``,
+    ``providers`` (ORT execution providers in order of preference, names or ``(name, options)``),
+    and the input limits ``min_side``, ``max_side`` (pixels per side) and ``max_body_bytes``.
+    """
+    return Model(path, **options)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Pre-commit-style checks, runnable by hand: lint, formatting of imports, type stubs up to date,
+# mypy over the package (against the installed extension).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+python=${PYTHON:-python3}
+
+"$python" -m ruff check python tests benchmarks tools
+"$python" -m mypy
+
+# The extension's stub is generated from the built module; a stale committed stub fails here.
+stubs=$(mktemp -d)
+trap 'rm -rf "$stubs"' EXIT
+(cd "$stubs" && "$python" -m pybind11_stubgen openlookout._core -o "$stubs" >/dev/null)
+if ! diff -u python/openlookout/_core.pyi "$stubs/openlookout/_core.pyi"; then
+  echo "python/openlookout/_core.pyi is stale: run scripts/gen_stubs.sh" >&2
+  exit 1
+fi
+echo "checks: ok"
