@@ -173,6 +173,9 @@ void Pipeline::validate_against_model() {
     if (static_shape && n == 1 && config_.classification.activation == ScoreActivation::Softmax)
       throw_validation("classification.activation: softmax needs two values, '" + out.name +
                        "' has one");
+    if (static_shape && n == 2 && config_.classification.activation == ScoreActivation::Sigmoid)
+      throw_validation("classification.activation: sigmoid takes one score; '" + out.name +
+                       "' has two values [normal, anomalous] (use softmax or none)");
     output_names_.push_back(out.name);
   }
 

@@ -281,9 +281,9 @@ struct SourceRow {
 // the pixels between only when the ends differ); the rows between are filled per block from the
 // corner labels, or copied whole when the band's first and last rows agree everywhere. Only blocks
 // whose corners disagree (mask boundaries) are decided pixel by pixel, so the result equals
-// per-pixel deciding except within rounding of a tie. Bilinear weights are never negative, which
-// the argument needs; runs of more than two taps (not produced for bilinear) fall back to
-// deciding every pixel.
+// per-pixel deciding except within rounding of a tie. The argument needs non-negative weights
+// that move one way along a run; that is checked once per call, and a table without it (or runs
+// of more than two taps, which bilinear does not produce) is decided pixel by pixel.
 template <int kFixedChannels, class Decision>
 class BilinearLabeler {
  public:
@@ -295,7 +295,9 @@ class BilinearLabeler {
         x_count_(x_axis.count.data()), x_offset_(x_axis.offset.data()),
         x_weights_(x_axis.weights.data()),
         channels_(kFixedChannels > 0 ? kFixedChannels : source.channels),
-        label_count_(decide.label_count()) {}
+        label_count_(decide.label_count()),
+        corners_decide_blocks_(weights_ordered_within_runs(x_axis, width) &&
+                               weights_ordered_within_runs(y_axis, height)) {}
 
   void run() {
     RowHistogram top_counts, bottom_counts, between_counts;
@@ -316,7 +318,7 @@ class BilinearLabeler {
         continue;
       }
       int band_end = y;
-      if (taps == 2) {
+      if (taps == 2 && corners_decide_blocks_) {
         while (band_end + 1 < height_ && y_axis_.first[band_end + 1] == first &&
                y_axis_.count[band_end + 1] == 2)
           ++band_end;
@@ -352,6 +354,22 @@ class BilinearLabeler {
   }
 
  private:
+  // The corner argument needs the end pixels of a run (band) to be its extreme ones: along a run
+  // of two-tap entries the weights stay non-negative and the second weight never decreases. True
+  // for build_resample_axis's bilinear tables; checked once per call (O(width + height)) so that
+  // any other table is still labelled correctly, pixel by pixel.
+  static bool weights_ordered_within_runs(const ResampleAxis& axis, int n) {
+    for (int i = 0; i < n; ++i) {
+      if (axis.count[i] != 2) continue;
+      const float* w = axis.weights.data() + axis.offset[i];
+      if (w[0] < 0.0f || w[1] < 0.0f) return false;
+      if (i > 0 && axis.count[i - 1] == 2 && axis.first[i - 1] == axis.first[i] &&
+          w[1] < axis.weights[axis.offset[i - 1] + 1])
+        return false;
+    }
+    return true;
+  }
+
   // A compile-time constant for the common channel counts, so the channel loops unroll.
   int channels() const { return kFixedChannels > 0 ? kFixedChannels : channels_; }
   uint8_t* row_labels(int y) const { return labels_ + static_cast<size_t>(y) * width_; }
@@ -440,7 +458,7 @@ class BilinearLabeler {
     }
     // One tap: every pixel of the run reads the same value.
     const uint8_t last_label = taps == 1 ? first_label : decide_pixel(row, end - 1);
-    if (first_label == last_label && taps <= 2) {
+    if (first_label == last_label && taps <= 2 && corners_decide_blocks_) {
       fill_labels(labels + x, first_label, length);
       row_counts[first_label] += static_cast<uint64_t>(length);
       return true;
@@ -510,6 +528,7 @@ class BilinearLabeler {
   const float* const x_weights_;
   const int channels_;
   const int label_count_;
+  const bool corners_decide_blocks_;
 };
 
 template <int kFixedChannels, class Decision>
@@ -557,7 +576,7 @@ double label_classes(const ScoreLayout& source, const SegmentationSpec& spec, in
 // The tables depend on the mode too, which ResampleAxis does not record: a scratch serves one
 // pipeline, whose upsample mode is fixed, so sizes are the only key.
 void ensure_axis(ResizeMode mode, int src, int dst, ResampleAxis& axis) {
-  if (axis.src != src || axis.dst != dst) build_resample_axis(mode, src, dst, axis);
+  if (!axis.built_for(mode, src, dst)) build_resample_axis(mode, src, dst, axis);
 }
 
 }  // namespace
@@ -591,8 +610,8 @@ float classification_score(const float* values, size_t count, ScoreActivation ac
       case ScoreActivation::None:
         return values[1];
       case ScoreActivation::Sigmoid:
-        // Two independent logits: the anomalous one decides.
-        return sigmoid_float(values[1]);
+        throw_validation("classification: sigmoid takes one score, got two values "
+                         "[normal, anomalous] (use softmax or none)");
       case ScoreActivation::Softmax:
         // softmax([a, b])[1] = e^(b-m) / (e^(a-m) + e^(b-m)) = sigmoid(b - a): stable for any
         // magnitudes, since sigmoid() never exponentiates a positive number.

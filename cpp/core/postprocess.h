@@ -23,16 +23,17 @@ struct Verdict {
 Verdict verdict_from_score(float s, float threshold);
 
 // Classification output -> anomalous probability s.
-//   count == 1: s = the value (None) or sigmoid(value) (Sigmoid).
-//   count == 2: [normal, anomalous]; Softmax: softmax(values)[1]; None: values[1].
-// Other counts, or Softmax with one value, throw a Validation error (checked at load too).
+//   count == 1: s = the value (None, clamped to [0, 1]) or sigmoid(value) (Sigmoid).
+//   count == 2: [normal, anomalous]; Softmax: softmax(values)[1]; None: values[1] (clamped).
+// Other counts, Softmax with one value or Sigmoid with two throw a Validation error (the
+// pipeline checks this at load when the output shape is static).
 float classification_score(const float* values, size_t count, ScoreActivation activation);
 
 // Segmentation output: scores[C][h][w] (channel planes, or interleaved when `channels_last`).
 //   C >= 2: label = argmax over channels (ties to the lower index); 0 is background.
 //   C == 1: label = 1 where the score (after `activation`, None or Sigmoid) >= threshold, else 0.
-// The score planes are upsampled to width x height with `upsample` (Nearest or Bilinear) before
-// the decision. The anomalous probability s of the whole image is the largest per-pixel
+// The raw score planes are upsampled to width x height with `upsample` (Nearest or Bilinear),
+// then the activation applies, then the decision. The anomalous probability s of the whole image is the largest per-pixel
 // anomalous probability over the full-size map:
 //   C == 1: the pixel's score (after activation).
 //   C >= 2: sigmoid(max_{k>=1} z_k - z_0), with z the channel values when `activation` is

@@ -41,22 +41,34 @@ struct ResampleAxis {
   std::vector<float> weights;
   int src = -1;  // the source length the table was built for (-1: not built)
   int dst = -1;
+  ResizeMode mode = ResizeMode::Bilinear;
+
+  bool built_for(ResizeMode m, int s, int d) const { return mode == m && src == s && dst == d; }
 };
 
 // Builds the tap table for resizing `src` samples to `dst` samples with `mode`. Used by
 // preprocessing and by the segmentation upsampler (nearest / bilinear).
 void build_resample_axis(ResizeMode mode, int src, int dst, ResampleAxis& axis);
 
-// Per-worker scratch: tap tables (rebuilt only when the source size changes) and row buffers.
+// Per-worker scratch: tap tables (rebuilt only when mode or sizes change) and row buffers.
 struct PreprocessScratch {
   ResampleAxis x_axis;
   ResampleAxis y_axis;
-  std::vector<float> rows;  // horizontally resampled source rows, width * 3 floats each
+  // Row buffers: resampled source rows (horizontal pass first) or the vertically summed source
+  // row (vertical pass first, chosen per call when it is cheaper, e.g. area shrinking).
+  std::vector<float> rows;
   std::vector<int> row_of_slot;
 };
 
 // Writes spec.width * spec.height * 3 floats to `out` in spec.layout.
 void resize_normalize(const RgbView& src, const PreprocessSpec& spec, PreprocessScratch& scratch,
                       float* out);
+
+// Test hooks, process-wide, not thread-safe; return the previous setting.
+// set_preprocess_simd_enabled(false) forces the portable scalar kernels (the Highway kernels are
+// otherwise dispatched at run time to the best target the CPU has).
+bool set_preprocess_simd_enabled(bool enabled);
+// 0: pick the cheaper pass order per call (default), 1: horizontal first, 2: vertical first.
+int set_preprocess_resample_order(int order);
 
 }  // namespace openlookout

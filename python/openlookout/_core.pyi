@@ -2,13 +2,10 @@
 openlookout's native core (private; use the openlookout package)
 """
 from __future__ import annotations
-
 import collections.abc
-import typing
-
 import numpy
 import numpy.typing
-
+import typing
 __all__: list[str] = ['ColorOrder', 'Layout', 'Pipeline', 'PipelineConfig', 'ResizeMode', 'ScoreActivation', 'Task', 'load_onnxruntime', 'onnxruntime_loaded', 'onnxruntime_providers', 'onnxruntime_version']
 class ResizeMode:
     """
@@ -274,11 +271,11 @@ class PipelineConfig:
 class Pipeline:
     def __init__(self, config: PipelineConfig) -> None:
         ...
-    def detect(self, body: typing.Any, content_type: str) -> tuple:
+    def detect(self, body: typing.Any, content_type: str) -> tuple[bool, float, list[int] | None, int, bytes | None]:
         """
         Decode and run; returns (is_anomalous, confidence, label_pixels, total_pixels, mask_png)
         """
-    def detect_rgb(self, rgb: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8]) -> tuple:
+    def detect_rgb(self, rgb: typing.Annotated[numpy.typing.ArrayLike, numpy.uint8]) -> tuple[bool, float, list[int] | None, int, bytes | None]:
         ...
     @property
     def input_name(self) -> str:
