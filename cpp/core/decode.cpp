@@ -121,13 +121,13 @@ Decoder::Decoder() : state_(std::make_unique<State>()) {}
 Decoder::~Decoder() = default;
 
 void Decoder::decode(const uint8_t* data, size_t size, ImageFormat format,
-                     const DecodeLimits& limits, RgbImage& out) {
+                     const DecodeLimits& limits, RgbImage& out, JpegScaling scaling) {
   try {
     check_body(data, size, format, limits);
     if (format == ImageFormat::Png) {
       detail::decode_png(data, size, limits, out);
     } else {
-      state_->jpeg.decode(data, size, limits, out);
+      state_->jpeg.decode(data, size, limits, out, scaling);
     }
   } catch (...) {
     // Never hand on a half-decoded image; reset(0, 0) keeps the buffer's capacity.

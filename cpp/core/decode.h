@@ -25,6 +25,16 @@ struct DecodeLimits {
   size_t max_body_bytes = size_t{8} << 20;
 };
 
+// Opt-in speed-up for JPEG: libjpeg-turbo scales in the DCT domain (1/2, 1/4, 1/8), skipping
+// most of the IDCT and colour work when the model input is much smaller than the image. The
+// decoder picks the smallest scale whose output still covers min_width x min_height, so the
+// resize after it still shrinks. Not exact: the pixels differ from a full decode followed by the
+// resize (docs/performance.md measures by how much). 0 x 0: exact decode (the default).
+struct JpegScaling {
+  int min_width = 0;
+  int min_height = 0;
+};
+
 // Per-worker decoder state (TurboJPEG handle, libspng scratch), reused across images. Not
 // thread-safe: one per worker.
 class Decoder {
@@ -37,8 +47,9 @@ class Decoder {
   // Decodes `data` (which must be of `format`, checked by signature) into `out`. Throws a
   // Validation error naming what is wrong for empty, oversized, mismatched, corrupt or truncated
   // input and for dimensions outside `limits`.
+  // out.source_width/height always hold the file's size.
   void decode(const uint8_t* data, size_t size, ImageFormat format, const DecodeLimits& limits,
-              RgbImage& out);
+              RgbImage& out, JpegScaling scaling = {});
 
  private:
   struct State;

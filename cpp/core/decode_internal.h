@@ -25,7 +25,8 @@ class JpegDecoder {
   JpegDecoder& operator=(const JpegDecoder&) = delete;
 
   // `data` must start with the JPEG signature (Decoder::decode checks it).
-  void decode(const uint8_t* data, size_t size, const DecodeLimits& limits, RgbImage& out);
+  void decode(const uint8_t* data, size_t size, const DecodeLimits& limits, RgbImage& out,
+              JpegScaling scaling = {});
 
  private:
   tjhandle handle();

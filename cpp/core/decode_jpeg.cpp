@@ -60,8 +60,32 @@ void JpegDecoder::throw_corrupt() {
   throw_validation(message);
 }
 
+namespace {
+
+// The smallest libjpeg-turbo scaling factor (M/8) whose output covers min_width x min_height;
+// 1/1 when none is asked for or none is smaller.
+tjscalingfactor pick_scaling(int width, int height, JpegScaling wanted) {
+  tjscalingfactor best{1, 1};
+  if (wanted.min_width <= 0 || wanted.min_height <= 0) return best;
+  int count = 0;
+  const tjscalingfactor* factors = tjGetScalingFactors(&count);
+  for (int i = 0; factors != nullptr && i < count; ++i) {
+    const tjscalingfactor f = factors[i];
+    // Only 1/2, 1/4 and 1/8: libjpeg-turbo has SIMD reduced-size IDCTs for those (1/8 uses the
+    // DC coefficient alone); its other M/8 IDCTs are scalar and save little or nothing.
+    if (f.num != 1 || (f.denom != 2 && f.denom != 4 && f.denom != 8)) continue;
+    const int w = TJSCALED(width, f), h = TJSCALED(height, f);
+    if (w >= wanted.min_width && h >= wanted.min_height &&
+        static_cast<long>(w) * h < static_cast<long>(TJSCALED(width, best)) * TJSCALED(height, best))
+      best = f;
+  }
+  return best;
+}
+
+}  // namespace
+
 void JpegDecoder::decode(const uint8_t* data, size_t size, const DecodeLimits& limits,
-                         RgbImage& out) {
+                         RgbImage& out, JpegScaling scaling) {
   tjhandle tj = handle();
   const auto jpeg_size = static_cast<unsigned long>(size);
 
@@ -81,24 +105,28 @@ void JpegDecoder::decode(const uint8_t* data, size_t size, const DecodeLimits& l
   if (width <= 0 || height <= 0) throw_validation("corrupt JPEG: it contains no image");
   check_dimensions(width, height, limits);
 
-  const size_t pixel_count = static_cast<size_t>(width) * static_cast<size_t>(height);
+  const tjscalingfactor factor = pick_scaling(width, height, scaling);
+  const int out_width = TJSCALED(width, factor), out_height = TJSCALED(height, factor);
+  const size_t pixel_count = static_cast<size_t>(out_width) * static_cast<size_t>(out_height);
   if (colorspace == TJCS_CMYK || colorspace == TJCS_YCCK) {
     // libjpeg turns YCCK into CMYK; the Adobe-inverted CMYK -> RGB step is Pillow's, done here.
     cmyk_scratch_.resize(pixel_count * 4);
-    if (tjDecompress2(tj, data, jpeg_size, cmyk_scratch_.data(), width, width * 4, height,
-                      TJPF_CMYK, kDecompressFlags) != 0) {
+    if (tjDecompress2(tj, data, jpeg_size, cmyk_scratch_.data(), out_width, out_width * 4,
+                      out_height, TJPF_CMYK, kDecompressFlags) != 0) {
       throw_corrupt();
     }
-    out.reset(width, height);
+    out.reset(out_width, out_height);
     inverted_cmyk_to_rgb(cmyk_scratch_.data(), pixel_count, out.pixels.data());
-    return;
+  } else {
+    // Grayscale comes out replicated into R, G and B, as Pillow's L -> RGB convert does.
+    out.reset(out_width, out_height);
+    if (tjDecompress2(tj, data, jpeg_size, out.pixels.data(), out_width, out_width * 3, out_height,
+                      TJPF_RGB, kDecompressFlags) != 0) {
+      throw_corrupt();
+    }
   }
-  // Grayscale comes out replicated into R, G and B, as Pillow's L -> RGB convert does.
-  out.reset(width, height);
-  if (tjDecompress2(tj, data, jpeg_size, out.pixels.data(), width, width * 3, height, TJPF_RGB,
-                    kDecompressFlags) != 0) {
-    throw_corrupt();
-  }
+  out.source_width = width;
+  out.source_height = height;
 }
 
 }  // namespace detail

@@ -24,10 +24,14 @@ struct RgbImage {
   std::vector<uint8_t> pixels;
   int width = 0;
   int height = 0;
+  // The size the file declares. Equal to width x height unless the decoder scaled the image
+  // down on the way (opt-in JPEG DCT scaling): masks and areas are always at this size.
+  int source_width = 0;
+  int source_height = 0;
 
   void reset(int w, int h) {
-    width = w;
-    height = h;
+    width = source_width = w;
+    height = source_height = h;
     pixels.resize(static_cast<size_t>(w) * static_cast<size_t>(h) * 3);
   }
   RgbView view() const { return {pixels.data(), width, height, static_cast<size_t>(width) * 3}; }

@@ -249,22 +249,24 @@ const Detection& Pipeline::Lease::detection() const { return worker_->detection;
 Pipeline::Lease Pipeline::detect(const uint8_t* body, size_t size, ImageFormat format) const {
   Lease lease(this, acquire());
   Worker& w = *lease.worker_;
-  w.decoder.decode(body, size, format, config_.limits, w.image);
-  run(w, w.image.view());
+  JpegScaling scaling;
+  if (config_.fast_jpeg_scaling) scaling = {config_.preprocess.width, config_.preprocess.height};
+  w.decoder.decode(body, size, format, config_.limits, w.image, scaling);
+  run(w, w.image.view(), w.image.source_width, w.image.source_height);
   return lease;
 }
 
 Pipeline::Lease Pipeline::detect_rgb(const RgbView& image) const {
   check_dimensions(image.width, image.height, config_.limits);
   Lease lease(this, acquire());
-  run(*lease.worker_, image);
+  run(*lease.worker_, image, image.width, image.height);
   return lease;
 }
 
-void Pipeline::run(Worker& w, const RgbView& image) const {
+void Pipeline::run(Worker& w, const RgbView& image, int full_width, int full_height) const {
   if (config_.image_width > 0 &&
-      (image.width != config_.image_width || image.height != config_.image_height)) {
-    throw_validation("image is " + std::to_string(image.width) + "x" + std::to_string(image.height) +
+      (full_width != config_.image_width || full_height != config_.image_height)) {
+    throw_validation("image is " + std::to_string(full_width) + "x" + std::to_string(full_height) +
                      " pixels but this model takes " + std::to_string(config_.image_width) + "x" +
                      std::to_string(config_.image_height) + " images (image_size in its manifest)");
   }
@@ -288,13 +290,13 @@ void Pipeline::run(Worker& w, const RgbView& image) const {
       throw_internal("segmentation output has shape " + shape_string(w.io->output_shape(i)) +
                      ", which does not fit the manifest");
     }
-    segment(w.io->output(i), spec, image.width, image.height, w.segmentation, w.label_map);
+    segment(w.io->output(i), spec, full_width, full_height, w.segmentation, w.label_map);
     if (!config_.has_classification) score = w.label_map.score;
-    d.total_pixels = static_cast<uint64_t>(image.width) * static_cast<uint64_t>(image.height);
+    d.total_pixels = static_cast<uint64_t>(full_width) * static_cast<uint64_t>(full_height);
     d.label_pixels.assign(palette_.size(), 0);
     for (size_t k = 0; k < w.label_map.counts.size() && k < d.label_pixels.size(); ++k)
       d.label_pixels[k] = w.label_map.counts[k];
-    encode_mask_png(w.label_map.labels.data(), image.width, image.height, palette_.data(),
+    encode_mask_png(w.label_map.labels.data(), full_width, full_height, palette_.data(),
                     palette_.size(), w.mask, d.mask_png);
   }
   const float threshold = config_.has_classification ? config_.classification.threshold

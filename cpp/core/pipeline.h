@@ -51,6 +51,9 @@ struct PipelineConfig {
   bool has_segmentation = false;
   SegmentationConfig segmentation;
   DecodeLimits limits;
+  // Opt-in: decode JPEGs scaled down in the DCT domain to no less than the model input (see
+  // JpegScaling). Faster on large images; results differ slightly from the exact decode.
+  bool fast_jpeg_scaling = false;
   SessionOptions session;
 };
 
@@ -99,7 +102,8 @@ class Pipeline {
  private:
   std::unique_ptr<Worker> acquire() const;
   void release(std::unique_ptr<Worker> worker) const;
-  void run(Worker& worker, const RgbView& image) const;
+  // `image` is what the model sees; masks and areas are at full_width x full_height.
+  void run(Worker& worker, const RgbView& image, int full_width, int full_height) const;
   void validate_against_model();
 
   PipelineConfig config_;

@@ -239,6 +239,7 @@ class Task:
     def value(self) -> int:
         ...
 class PipelineConfig:
+    fast_jpeg_scaling: bool
     has_classification: bool
     has_segmentation: bool
     input_name: str

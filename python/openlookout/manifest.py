@@ -43,6 +43,7 @@ class InputSpec:
     scale: float = 1.0 / 255.0
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    fast_jpeg_scaling: bool = False
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,11 @@ def _parse_input(data: dict[str, Any]) -> InputSpec:
     scale = _number(section, "scale", "input", 1.0 / 255.0)
     if scale == 0.0:
         raise _fail("input.scale", "must not be zero")
+    fast = section.get("fast_jpeg_scaling", False)
+    if not isinstance(fast, bool):
+        raise _fail("input.fast_jpeg_scaling", f"must be true or false, not {fast!r}")
     return InputSpec(
+        fast_jpeg_scaling=fast,
         width=_int(section, "width", "input", 1, 16384),
         height=_int(section, "height", "input", 1, 16384),
         name=_optional_name(section, "name", "input"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from . import _core
 from ._runtime import ensure_onnxruntime
-from .errors import ValidationException
+from .errors import OpenLookoutError, ValidationException
 from .manifest import Manifest, read_manifest
 
 __all__ = ["DEFAULT_LIMITS", "Body", "Model", "load_model"]
@@ -64,8 +65,16 @@ def _config(
     min_side: int,
     max_side: int,
     max_body_bytes: int,
+    fast_jpeg_scaling: bool | None,
 ) -> _core.PipelineConfig:
     config = _core.PipelineConfig()
+    if fast_jpeg_scaling is not None and not isinstance(fast_jpeg_scaling, bool):
+        raise ValidationException(
+            f"fast_jpeg_scaling must be True, False or None, not {fast_jpeg_scaling!r}"
+        )
+    config.fast_jpeg_scaling = (
+        manifest.input.fast_jpeg_scaling if fast_jpeg_scaling is None else fast_jpeg_scaling
+    )
     config.model_path = str(package / manifest.model)
     config.task = getattr(_core.Task, manifest.task)
     config.input_name = manifest.input.name or ""
@@ -132,6 +141,7 @@ class Model:
         min_side: int = DEFAULT_LIMITS["min_side"],
         max_side: int = DEFAULT_LIMITS["max_side"],
         max_body_bytes: int = DEFAULT_LIMITS["max_body_bytes"],
+        fast_jpeg_scaling: bool | None = None,
     ) -> None:
         self.path = Path(package)
         self.manifest = read_manifest(self.path)
@@ -145,6 +155,7 @@ class Model:
             min_side=min_side,
             max_side=max_side,
             max_body_bytes=max_body_bytes,
+            fast_jpeg_scaling=fast_jpeg_scaling,
         )
         ensure_onnxruntime()
         self._pipeline = _core.Pipeline(config)
@@ -188,6 +199,47 @@ class Model:
                 f"not {type(body).__name__}"
             )
         return self._result(self._pipeline.detect(data, content_type))
+
+    def detect_batch(
+        self,
+        bodies: Sequence[Body],
+        content_types: str | Sequence[str],
+        *,
+        workers: int = 2,
+        return_exceptions: bool = False,
+    ) -> list[dict[str, Any] | OpenLookoutError]:
+        """DetectAnomalies on many images, in order, with ``workers`` calls in flight so that
+        decoding the next images overlaps inference on the current one (each call releases the
+        GIL). ``content_types`` is one type for all or one per body. With
+        ``return_exceptions=True`` a failed image yields its exception in the list; otherwise the
+        first failure (in input order) is raised after all calls have finished."""
+        types = (
+            [content_types] * len(bodies) if isinstance(content_types, str) else list(content_types)
+        )
+        if len(types) != len(bodies):
+            raise ValidationException(
+                f"content_types has {len(types)} entries for {len(bodies)} bodies"
+            )
+        workers = _positive_int("workers", workers, 1)
+
+        def one(i: int) -> dict[str, Any] | OpenLookoutError:
+            try:
+                return self.detect(bodies[i], types[i])
+            except OpenLookoutError as error:
+                return error
+
+        if workers == 1 or len(bodies) <= 1:
+            results = [one(i) for i in range(len(bodies))]
+        else:
+            with ThreadPoolExecutor(
+                max_workers=min(workers, len(bodies)), thread_name_prefix="openlookout"
+            ) as pool:
+                results = list(pool.map(one, range(len(bodies))))
+        if not return_exceptions:
+            for r in results:
+                if isinstance(r, OpenLookoutError):
+                    raise r
+        return results
 
     def detect_array(self, rgb: np.ndarray) -> dict[str, Any]:
         """DetectAnomalies on decoded pixels: an ``HxWx3`` ``uint8`` RGB array (what L4V's edge
@@ -243,6 +295,9 @@ def load_model(path: str | Path, **options: Any) -> Model:
 
     Options: ``intra_op_threads`` (ORT threads per call, 0 = ORT's default), ``inter_op_threads``,
     ``providers`` (ORT execution providers in order of preference, names or ``(name, options)``),
-    and the input limits ``min_side``, ``max_side`` (pixels per side) and ``max_body_bytes``.
+    the input limits ``min_side``, ``max_side`` (pixels per side) and ``max_body_bytes``, and
+    ``fast_jpeg_scaling`` (``True``/``False`` overrides the manifest's ``input.fast_jpeg_scaling``:
+    decode JPEGs scaled down in the DCT domain when the model input is much smaller; faster, not
+    exact; see docs/performance.md).
     """
     return Model(path, **options)
