@@ -72,6 +72,7 @@ void bind_pipeline(py::module_& m) {
       .def_readwrite("has_classification", &PipelineConfig::has_classification)
       .def_readwrite("has_segmentation", &PipelineConfig::has_segmentation)
       .def_readwrite("fast_jpeg_scaling", &PipelineConfig::fast_jpeg_scaling)
+      .def_readwrite("original_size", &PipelineConfig::original_size)
       // Flattened setters: the nested structs are plain data, set field by field from Python.
       .def("set_input", [](PipelineConfig& c, int width, int height, Layout layout, ColorOrder color,
                            ResizeMode resize, float scale, std::array<float, 3> mean,

@@ -1,5 +1,6 @@
 #include "pipeline.h"
 
+#include <algorithm>
 #include <cmath>
 #include <sstream>
 #include <utility>
@@ -62,16 +63,17 @@ size_t element_count(const std::vector<int64_t>& shape) {
   return n;
 }
 
-// Reads the segmentation layout off an output shape: [1,C,h,w], [1,h,w,C] or [1,h,w] (C = 1).
-// Returns false when the shape does not fit `channels`.
-bool segmentation_geometry(const std::vector<int64_t>& shape, int channels, SegmentationSpec& spec) {
-  if (shape.size() == 3 && channels == 1 && dim_matches(shape[0], 1)) {
+// Reads the segmentation layout off an output shape: [N,C,h,w], [N,h,w,C] or [N,h,w] (C = 1),
+// N the model's batch. Returns false when the shape does not fit `channels`.
+bool segmentation_geometry(const std::vector<int64_t>& shape, int channels, int64_t batch,
+                           SegmentationSpec& spec) {
+  if (shape.size() == 3 && channels == 1 && dim_matches(shape[0], batch)) {
     spec.channels_last = false;
     spec.height = static_cast<int>(shape[1]);
     spec.width = static_cast<int>(shape[2]);
     return true;
   }
-  if (shape.size() != 4 || !dim_matches(shape[0], 1)) return false;
+  if (shape.size() != 4 || !dim_matches(shape[0], batch)) return false;
   if (shape[1] == channels) {
     spec.channels_last = false;
     spec.height = static_cast<int>(shape[2]);
@@ -89,7 +91,7 @@ bool segmentation_geometry(const std::vector<int64_t>& shape, int channels, Segm
 
 void check_config(const PipelineConfig& c) {
   const PreprocessSpec& p = c.preprocess;
-  if (p.width < 1 || p.height < 1 || p.width > 16384 || p.height > 16384)
+  if (!c.original_size && (p.width < 1 || p.height < 1 || p.width > 16384 || p.height > 16384))
     throw_validation("input.width/input.height: must be between 1 and 16384");
   for (int i = 0; i < 3; ++i) {
     if (!std::isfinite(p.std[i]) || p.std[i] == 0.0f) throw_validation("input.std: must be non-zero");
@@ -134,28 +136,42 @@ void Pipeline::validate_against_model() {
     throw_validation("input.name: model input '" + input.name + "' is " + input.type_name +
                      "; openlookout feeds float32");
   const bool nchw = p.layout == Layout::NCHW;
-  input_shape_ = nchw ? std::vector<int64_t>{1, 3, p.height, p.width}
-                      : std::vector<int64_t>{1, p.height, p.width, 3};
   const auto& s = input.shape;
+  if (s.size() == 4 && s[0] > 1) batch_ = s[0];
+  const int64_t height = config_.original_size ? -1 : p.height;
+  const int64_t width = config_.original_size ? -1 : p.width;
+  input_shape_ = nchw ? std::vector<int64_t>{batch_, 3, height, width}
+                      : std::vector<int64_t>{batch_, height, width, 3};
   bool fits = s.size() == 4;
-  for (size_t i = 0; fits && i < 4; ++i) fits = dim_matches(s[i], input_shape_[i]);
+  for (size_t i = 0; fits && i < 4; ++i)
+    fits = input_shape_[i] < 0 ? s[i] < 0 : dim_matches(s[i], input_shape_[i]);
   if (!fits) {
     // Name the field at fault when it is the size.
     std::string field = "input";
-    if (s.size() == 4 && dim_matches(s[0], 1)) {
+    if (s.size() == 4) {
       const int64_t model_h = nchw ? s[2] : s[1], model_w = nchw ? s[3] : s[2];
       const int64_t model_c = nchw ? s[1] : s[3];
-      if (dim_matches(model_c, 3)) {
-        if (!dim_matches(model_w, p.width)) field = "input.width";
-        else if (!dim_matches(model_h, p.height)) field = "input.height";
-      } else {
+      if (!dim_matches(model_c, 3)) {
         field = "input.layout";
+      } else if (config_.original_size) {
+        field = "input.resize";
+      } else if (!dim_matches(model_w, p.width)) {
+        field = "input.width";
+      } else if (!dim_matches(model_h, p.height)) {
+        field = "input.height";
       }
     }
+    const std::string wanted =
+        config_.original_size ? "the image's own size (resize none, which needs a model with "
+                                "dynamic height and width)"
+                              : std::to_string(p.width) + "x" + std::to_string(p.height);
     throw_validation(field + ": the manifest (layout " + std::string(nchw ? "NCHW" : "NHWC") + ", " +
-                     std::to_string(p.width) + "x" + std::to_string(p.height) + ") needs input '" +
-                     input.name + "' of shape " + shape_string(input_shape_) + " but the model's is " +
-                     shape_string(s));
+                     wanted + ") needs input '" + input.name + "' of shape " +
+                     shape_string(input_shape_) + " but the model's is " + shape_string(s));
+  }
+  if (config_.original_size) {
+    // A placeholder until the first image sets the real size (Session::reshape_input).
+    input_shape_ = nchw ? std::vector<int64_t>{batch_, 3, 1, 1} : std::vector<int64_t>{batch_, 1, 1, 3};
   }
 
   if (config_.has_classification) {
@@ -166,7 +182,7 @@ void Pipeline::validate_against_model() {
       throw_validation("classification.output: '" + out.name + "' is " + out.type_name + ", not float32");
     bool static_shape = true;
     for (int64_t d : out.shape) static_shape = static_shape && d > 0;
-    const size_t n = element_count(out.shape);
+    const size_t n = element_count(out.shape) / static_cast<size_t>(batch_);
     if (static_shape && n != 1 && n != 2)
       throw_validation("classification.output: '" + out.name + "' has shape " + shape_string(out.shape) +
                        "; expected one score or two values [normal, anomalous]");
@@ -189,18 +205,18 @@ void Pipeline::validate_against_model() {
     const int labels = label_count();
     int channels = labels + 1;
     SegmentationSpec spec;
-    if (segmentation_geometry(out.shape, 1, spec) && labels == 1 &&
-        !segmentation_geometry(out.shape, 2, spec)) {
+    if (segmentation_geometry(out.shape, 1, batch_, spec) && labels == 1 &&
+        !segmentation_geometry(out.shape, 2, batch_, spec)) {
       channels = 1;
     }
-    if (!segmentation_geometry(out.shape, channels, spec)) {
+    if (!segmentation_geometry(out.shape, channels, batch_, spec)) {
       throw_validation("segmentation.labels: output '" + out.name + "' has shape " +
                        shape_string(out.shape) + "; with " + std::to_string(labels) +
                        " label(s) it must be [1," + std::to_string(labels + 1) +
                        ",h,w] (background + labels)" +
                        (labels == 1 ? " or a one-channel anomaly map [1,1,h,w]" : ""));
     }
-    segmentation_geometry(out.shape, channels, spec);
+    segmentation_geometry(out.shape, channels, batch_, spec);
     spec.channels = channels;
     spec.threshold = seg.threshold;
     spec.upsample = seg.upsample;
@@ -270,7 +286,24 @@ void Pipeline::run(Worker& w, const RgbView& image, int full_width, int full_hei
                      " pixels but this model takes " + std::to_string(config_.image_width) + "x" +
                      std::to_string(config_.image_height) + " images (image_size in its manifest)");
   }
-  resize_normalize(image, config_.preprocess, w.preprocess, w.io->input());
+  if (config_.original_size) {
+    PreprocessSpec spec = config_.preprocess;
+    spec.width = image.width;
+    spec.height = image.height;
+    const bool nchw = spec.layout == Layout::NCHW;
+    session_->reshape_input(*w.io, nchw ? std::vector<int64_t>{batch_, 3, spec.height, spec.width}
+                                        : std::vector<int64_t>{batch_, spec.height, spec.width, 3});
+    resize_normalize(image, spec, w.preprocess, w.io->input());
+  } else {
+    resize_normalize(image, config_.preprocess, w.preprocess, w.io->input());
+  }
+  if (batch_ > 1) {
+    // Every slot of a fixed batch gets the same image; the first slot's outputs are read.
+    const auto& shape = w.io->input_shape();
+    const size_t item = static_cast<size_t>(shape[1] * shape[2] * shape[3]);
+    for (int64_t b = 1; b < batch_; ++b)
+      std::copy(w.io->input(), w.io->input() + item, w.io->input() + b * static_cast<int64_t>(item));
+  }
   session_->run(*w.io);
 
   Detection& d = w.detection;
@@ -279,13 +312,13 @@ void Pipeline::run(Worker& w, const RgbView& image, int full_width, int full_hei
   float score = 0.0f;
   if (config_.has_classification) {
     const size_t i = next_output++;
-    const size_t n = element_count(w.io->output_shape(i));
+    const size_t n = element_count(w.io->output_shape(i)) / static_cast<size_t>(batch_);
     score = classification_score(w.io->output(i), n, config_.classification.activation);
   }
   if (config_.has_segmentation) {
     const size_t i = next_output++;
     SegmentationSpec spec = segmentation_spec_;
-    if (!segmentation_geometry(w.io->output_shape(i), spec.channels, spec) || spec.width < 1 ||
+    if (!segmentation_geometry(w.io->output_shape(i), spec.channels, batch_, spec) || spec.width < 1 ||
         spec.height < 1) {
       throw_internal("segmentation output has shape " + shape_string(w.io->output_shape(i)) +
                      ", which does not fit the manifest");

@@ -44,6 +44,9 @@ struct PipelineConfig {
   Task task = Task::Classification;
   std::string input_name;  // empty: the model's only input
   PreprocessSpec preprocess;
+  // Feed each image at its own size (preprocess.width/height ignored): models whose graph
+  // resizes by itself, such as anomalib's exports (manifest input.resize "none").
+  bool original_size = false;
   int image_width = 0;  // > 0: images must be exactly this size (L4V's training-size rule)
   int image_height = 0;
   bool has_classification = false;
@@ -109,6 +112,9 @@ class Pipeline {
   PipelineConfig config_;
   std::unique_ptr<Session> session_;
   std::vector<int64_t> input_shape_;
+  // A model with a fixed batch larger than one (e.g. anomalib's PatchCore export has 2) gets the
+  // image repeated in every slot; outputs are read from the first.
+  int64_t batch_ = 1;
   std::vector<std::string> output_names_;  // [classification?, segmentation?]
   SegmentationSpec segmentation_spec_;
   std::vector<Rgb> palette_;  // background + labels

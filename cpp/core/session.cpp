@@ -355,6 +355,27 @@ std::unique_ptr<SessionIO> Session::make_io(const std::string& input_name,
   return io;
 }
 
+void Session::reshape_input(SessionIO& io, const std::vector<int64_t>& shape) const {
+  if (shape == io.input_shape_ && io.input_value_ != nullptr) return;
+  size_t elements = 1;
+  for (int64_t d : shape) elements *= static_cast<size_t>(d);
+  if (io.input_value_ != nullptr) {
+    api().ReleaseValue(static_cast<OrtValue*>(io.input_value_));
+    io.input_value_ = nullptr;
+  }
+  io.input_.resize(elements);
+  io.input_shape_ = shape;
+  MemoryInfoHandle cpu;
+  check(api().CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &cpu.ptr),
+        "creating CPU memory info");
+  OrtValue* value = nullptr;
+  check(api().CreateTensorWithDataAsOrtValue(cpu.ptr, io.input_.data(), elements * sizeof(float),
+                                             shape.data(), shape.size(),
+                                             ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &value),
+        "creating the input tensor");
+  io.input_value_ = value;
+}
+
 void Session::run(SessionIO& io) const {
   for (size_t i = 0; i < io.output_values_.size(); ++i) {
     if (io.output_owned_by_ort_[i] && io.output_values_[i] != nullptr) {

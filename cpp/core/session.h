@@ -51,6 +51,7 @@ class SessionIO {
   SessionIO& operator=(const SessionIO&) = delete;
 
   float* input() { return input_.data(); }
+  const std::vector<int64_t>& input_shape() const { return input_shape_; }
   // After run(): the data and shape of output i (in the order given to make_io).
   const float* output(size_t i) const;
   const std::vector<int64_t>& output_shape(size_t i) const { return output_shapes_[i]; }
@@ -85,6 +86,10 @@ class Session {
   std::unique_ptr<SessionIO> make_io(const std::string& input_name,
                                      const std::vector<int64_t>& input_shape,
                                      const std::vector<std::string>& outputs) const;
+
+  // Gives io's input tensor a new (fully static) shape, for models fed at the image's own size.
+  // No-op when the shape is unchanged; the buffer keeps its capacity.
+  void reshape_input(SessionIO& io, const std::vector<int64_t>& shape) const;
 
   // Runs the model on io's input. Thread-safe: many workers may run one Session at once.
   void run(SessionIO& io) const;

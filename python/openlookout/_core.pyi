@@ -244,6 +244,7 @@ class PipelineConfig:
     has_segmentation: bool
     input_name: str
     model_path: str
+    original_size: bool
     task: Task
     def __init__(self) -> None:
         ...

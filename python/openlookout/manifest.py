@@ -172,15 +172,20 @@ def _parse_input(data: dict[str, Any]) -> InputSpec:
     fast = section.get("fast_jpeg_scaling", False)
     if not isinstance(fast, bool):
         raise _fail("input.fast_jpeg_scaling", f"must be true or false, not {fast!r}")
+    resize = (
+        _choice(section, "resize", "input", ("bilinear", "area", "nearest", "none"), "bilinear")
+        or "bilinear"
+    )
+    # resize "none" feeds each image at its own size; width/height then describe nothing.
+    sized = resize != "none" or "width" in section or "height" in section
     return InputSpec(
         fast_jpeg_scaling=fast,
-        width=_int(section, "width", "input", 1, 16384),
-        height=_int(section, "height", "input", 1, 16384),
+        width=_int(section, "width", "input", 1, 16384) if sized else 0,
+        height=_int(section, "height", "input", 1, 16384) if sized else 0,
         name=_optional_name(section, "name", "input"),
         layout=_choice(section, "layout", "input", ("NCHW", "NHWC"), "NCHW") or "NCHW",
         color=_choice(section, "color", "input", ("RGB", "BGR"), "RGB") or "RGB",
-        resize=_choice(section, "resize", "input", ("bilinear", "area", "nearest"), "bilinear")
-        or "bilinear",
+        resize=resize,
         scale=scale,
         mean=_triple(section, "mean", "input", (0.0, 0.0, 0.0)),
         std=std,

@@ -78,13 +78,15 @@ def _config(
     config.model_path = str(package / manifest.model)
     config.task = getattr(_core.Task, manifest.task)
     config.input_name = manifest.input.name or ""
+    config.original_size = manifest.input.resize == "none"
     spec = manifest.input
     config.set_input(
         width=spec.width,
         height=spec.height,
         layout=getattr(_core.Layout, spec.layout),
         color=getattr(_core.ColorOrder, spec.color),
-        resize=getattr(_core.ResizeMode, spec.resize),
+        # "none": the core feeds the image at its own size and resizes nothing.
+        resize=getattr(_core.ResizeMode, "nearest" if spec.resize == "none" else spec.resize),
         scale=spec.scale,
         mean=list(spec.mean),
         std=list(spec.std),
