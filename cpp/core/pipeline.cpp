@@ -15,6 +15,7 @@ struct Worker {
   RgbImage image;
   PreprocessScratch preprocess;
   std::unique_ptr<SessionIO> io;
+  std::vector<int64_t> input_shape;  // per call for original-size models; keeps its capacity
   SegmentationScratch segmentation;
   LabelMap label_map;
   MaskEncoderScratch mask;
@@ -291,8 +292,9 @@ void Pipeline::run(Worker& w, const RgbView& image, int full_width, int full_hei
     spec.width = image.width;
     spec.height = image.height;
     const bool nchw = spec.layout == Layout::NCHW;
-    session_->reshape_input(*w.io, nchw ? std::vector<int64_t>{batch_, 3, spec.height, spec.width}
-                                        : std::vector<int64_t>{batch_, spec.height, spec.width, 3});
+    if (nchw) w.input_shape.assign({batch_, 3, spec.height, spec.width});
+    else w.input_shape.assign({batch_, spec.height, spec.width, 3});
+    session_->reshape_input(*w.io, w.input_shape);
     resize_normalize(image, spec, w.preprocess, w.io->input());
   } else {
     resize_normalize(image, config_.preprocess, w.preprocess, w.io->input());

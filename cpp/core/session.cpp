@@ -308,17 +308,7 @@ std::unique_ptr<SessionIO> Session::make_io(const std::string& input_name,
   check(api().CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &cpu.ptr),
         "creating CPU memory info");
 
-  size_t input_elements = 1;
-  for (int64_t d : input_shape) input_elements *= static_cast<size_t>(d);
-  io->input_.assign(input_elements, 0.0f);
-  io->input_shape_ = input_shape;
-  OrtValue* input_value = nullptr;
-  check(api().CreateTensorWithDataAsOrtValue(cpu.ptr, io->input_.data(),
-                                             input_elements * sizeof(float), input_shape.data(),
-                                             input_shape.size(),
-                                             ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT, &input_value),
-        "creating the input tensor");
-  io->input_value_ = input_value;
+  reshape_input(*io, input_shape);
   io->input_names_.push_back(input_name);
 
   // Outputs whose shape is fully known are preallocated once, so ORT writes into our buffers and
