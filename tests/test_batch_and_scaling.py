@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import io
 
-import imagegen
 import numpy as np
 import pytest
 from PIL import Image
 
+import imagegen
 import openlookout
 
 
@@ -55,7 +55,8 @@ def test_fast_jpeg_scaling_keeps_full_size_and_stays_close(seg):
     want, got = exact.detect(body, "image/jpeg"), fast.detect(body, "image/jpeg")
     assert got != want  # it really decoded differently
     mask = Image.open(io.BytesIO(got["AnomalyMask"]))
-    assert mask.size == (1200, 900) and mask.mode == "RGB"
+    assert mask.size == (1200, 900)
+    assert mask.mode == "RGB"
     assert abs(sum(a["PixelAnomaly"]["TotalPercentageArea"] for a in got["Anomalies"]) - 1) < 1e-6
     assert abs(got["Confidence"] - want["Confidence"]) < 0.05
     changed = np.mean(
@@ -90,7 +91,7 @@ def test_fast_jpeg_scaling_from_manifest_and_validation(seg, tmp_path):
         body, "image/jpeg") == openlookout.load_model(seg.path).detect(body, "image/jpeg")
     manifest["input"]["fast_jpeg_scaling"] = "yes"
     (pkg / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(openlookout.ValidationException, match="input.fast_jpeg_scaling"):
+    with pytest.raises(openlookout.ValidationException, match=r"input\.fast_jpeg_scaling"):
         openlookout.load_model(pkg)
     with pytest.raises(openlookout.ValidationException, match="fast_jpeg_scaling"):
         openlookout.load_model(seg.path, fast_jpeg_scaling=1)
