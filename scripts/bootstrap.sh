@@ -2,24 +2,32 @@
 # Installs everything openlookout's build and tests need on a fresh Debian bookworm machine.
 # Idempotent: re-running it is cheap and changes nothing that is already in place.
 #
-#   1. Debian packages: compilers, libjpeg-turbo (TurboJPEG), libspng, zlib, libdeflate, Highway.
+#   1. Debian packages: compilers (gcc; clang and its libFuzzer/sanitizer runtimes for
+#      scripts/fuzz.sh), libjpeg-turbo (TurboJPEG), libspng, zlib, libdeflate, Highway.
 #   2. ONNX Runtime C API headers. Bookworm has none, so they are taken from Debian trixie's
 #      libonnxruntime-dev (ORT_API_VERSION 21) with `apt-get download` through a one-off sources
 #      list, and only its headers are unpacked (dpkg -x); no trixie library is installed.
 #      The ORT *library* is the one inside the onnxruntime Python wheel, loaded at run time.
-#   3. Python packages for building and testing (pip).
+#   3. Python packages for building and testing (pip), and boto3/botocore 1.40.60 (the last
+#      botocore with lookoutvision) in third_party/botocore-1.40.60 for the server tests.
 #
 # Environment knobs:
 #   OPENLOOKOUT_ORT_HEADERS  where the headers go (default: third_party/onnxruntime in this repo)
 #   OPENLOOKOUT_SKIP_APT=1   skip step 1 (packages already present, or not root)
 #   OPENLOOKOUT_SKIP_PIP=1   skip step 3
+#   OPENLOOKOUT_PINNED_BOTOCORE  where boto3/botocore 1.40.60 go (default: third_party/botocore-1.40.60)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 ort_dir=${OPENLOOKOUT_ORT_HEADERS:-$here/third_party/onnxruntime}
+pinned_botocore=${OPENLOOKOUT_PINNED_BOTOCORE:-$here/third_party/botocore-1.40.60}
 python=${PYTHON:-python3}
 
 apt_packages=(build-essential pkg-config libturbojpeg0-dev libspng-dev zlib1g-dev libdeflate-dev libhwy-dev)
+# scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes (-fsanitize=fuzzer,address,
+# undefined), which bookworm ships in libclang-rt-14-dev (only recommended by clang, and
+# recommends are not installed here).
+apt_packages+=(clang libclang-rt-14-dev)
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -64,5 +72,13 @@ fi
 
 if [ "${OPENLOOKOUT_SKIP_PIP:-0}" != 1 ]; then
   "$python" -m pip install -q --disable-pip-version-check -r "$here/requirements-dev.txt"
+  # botocore 1.40.60, the last release that ships lookoutvision, with its boto3, kept aside in
+  # its own directory: the server tests run AWS-style scripts on it in subprocesses
+  # (PYTHONPATH=$pinned_botocore), beside the current botocore installed above.
+  if [ ! -f "$pinned_botocore/botocore-1.40.60.dist-info/METADATA" ]; then
+    echo "bootstrap: installing boto3/botocore 1.40.60 into $pinned_botocore"
+    "$python" -m pip install -q --disable-pip-version-check --no-warn-conflicts \
+      --target "$pinned_botocore" boto3==1.40.60 botocore==1.40.60
+  fi
 fi
 echo "bootstrap: ok"

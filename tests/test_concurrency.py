@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -131,3 +132,73 @@ def test_errors_and_successes_interleaved(packages, images):
     with ThreadPoolExecutor(THREADS) as pool:
         list(pool.map(worker, range(THREADS)))
     assert not problems, problems[:5]
+
+
+def _bad_jobs(images):
+    """Failing jobs: every one must give the same ValidationException message under load."""
+    png = imagegen.png_bytes(images["a97x71"])
+    jpeg = imagegen.jpeg_bytes(Image.fromarray(images["a97x71"]), progressive=True)
+    return [
+        ("bad", "empty", b"", "image/png"),
+        ("bad", "truncated png", png[: len(png) // 3], "image/png"),
+        ("bad", "truncated jpeg", jpeg[: len(jpeg) // 2], "image/jpeg"),
+        ("bad", "gif", png, "image/gif"),
+        ("bad", "png as jpeg", png, "image/jpeg"),
+        ("bad", "huge", imagegen.huge_ihdr_png(), "image/png"),
+        ("bad", "small", imagegen.png_bytes(imagegen.natural_rgb(20, 20, 1)), "image/png"),
+    ]
+
+
+def _outcome(model, job):
+    kind, _, payload, ctype = job
+    try:
+        if kind == "array":
+            return model.detect_array(payload)
+        return model.detect(payload, ctype)
+    except openlookout.ValidationException as e:
+        return ("ValidationException", str(e))
+
+
+def test_eight_threads_three_models_mixed_good_and_bad(packages, images):
+    """8 threads, each on one of three models (segmentation, classification, a fresh load whose
+    first calls are concurrent), running good PNG/JPEG/array jobs and failing ones in
+    different orders: every answer, and every error message, equals the serial one."""
+    names = ["seg3_nearest", "cls_softmax_nearest", "seg1_logit"]
+    models = [packages.native(n) for n in names[:2]]
+    models.append(openlookout.load_model(packages.get(names[2]).path))
+    jobs = _workload(images) + _bad_jobs(images)
+    serial = [[_outcome(m, job) for job in jobs] for m in models]
+    threads, rounds = 8, 30
+    barrier = threading.Barrier(threads)
+    problems = []
+
+    def worker(t):
+        m = t % len(models)
+        rng = np.random.default_rng(t)
+        barrier.wait()
+        for j in rng.integers(0, len(jobs), rounds):
+            got = _outcome(models[m], jobs[j])
+            if got != serial[m][j]:
+                problems.append((names[m], jobs[j][:2]))
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(worker, range(threads)))
+    assert not problems, problems[:5]
+    # The fresh model now matches a serial pass too (its pool grew under load).
+    assert [_outcome(models[2], job) for job in jobs] == serial[2]
+
+
+def test_detect_batch_from_threads_matches_serial(packages, images):
+    """detect_batch (itself multi-threaded) called from 4 threads at once."""
+    model = packages.native("seg3_bilinear_area")
+    jobs = [j for j in _workload(images) if j[0] != "array"]
+    bodies = [j[2] for j in jobs]
+    types = [j[3] for j in jobs]
+    expected = [model.detect(b, t) for b, t in zip(bodies, types)]
+
+    def worker(_):
+        return model.detect_batch(bodies, types, workers=3)
+
+    with ThreadPoolExecutor(4) as pool:
+        for result in pool.map(worker, range(4)):
+            assert result == expected

@@ -6,10 +6,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "decode.h"
 #include "image.h"
+
+struct libdeflate_decompressor;
 
 namespace openlookout {
 namespace detail {
@@ -37,8 +40,71 @@ class JpegDecoder {
   std::vector<uint8_t> cmyk_scratch_;
 };
 
-// PNG through libspng; `data` must start with the PNG signature. libspng keeps no state worth
-// reusing between images, so this is a plain function.
+// PNG. The common layouts (8-bit grey, grey+alpha, RGB, RGBA and palette, not interlaced) take a
+// fast path (png_fast.cpp): chunks walked and CRC-checked here, the whole zlib stream inflated at
+// once with libdeflate, scanlines unfiltered straight into the output. Everything else, and every
+// file the fast path cannot verify from end to end, goes to libspng, which then alone decides
+// between an image and an error: the fast path never rejects a file, so which files decode, their
+// pixels and the error messages are libspng's (see png_fast.cpp for the one documented exception).
+// Owns the scratch the fast path needs (inflated scanlines, joined IDAT data, the libdeflate
+// decompressor), so decoding images of one size again allocates nothing. Not thread-safe.
+class PngDecoder {
+ public:
+  PngDecoder() = default;
+  ~PngDecoder();
+  PngDecoder(const PngDecoder&) = delete;
+  PngDecoder& operator=(const PngDecoder&) = delete;
+
+  // `data` must start with the PNG signature (Decoder::decode checks it).
+  void decode(const uint8_t* data, size_t size, const DecodeLimits& limits, RgbImage& out);
+
+  // What the fast path did with one file: decoded it into `out`, or declined it, naming why
+  // (a static string), leaving `out` in an unspecified state for libspng to overwrite.
+  struct FastResult {
+    bool decoded = false;
+    const char* declined_because = nullptr;
+  };
+  // The fast path alone (tests and diagnostics). Throws only check_dimensions' error, which
+  // libspng's path reports identically for the same header.
+  FastResult decode_fast(const uint8_t* data, size_t size, const DecodeLimits& limits,
+                         RgbImage& out);
+
+  // Tests: unfilter with the portable scalar kernels instead of the SIMD ones.
+  void use_scalar_kernels_for_testing(bool scalar) { scalar_kernels_ = scalar; }
+
+ private:
+  // Grows without zero-filling (std::vector::resize would clear every newly used byte on each
+  // switch to a larger image).
+  class Scratch {
+   public:
+    uint8_t* reserve(size_t bytes);
+
+   private:
+    std::unique_ptr<uint8_t[]> bytes_;
+    size_t capacity_ = 0;
+  };
+
+  libdeflate_decompressor* inflater();
+
+  libdeflate_decompressor* inflater_ = nullptr;
+  Scratch joined_idat_;  // the IDAT payloads end to end, when there are several
+  Scratch scanlines_;    // the inflated stream: per row, a filter byte and the filtered samples
+  Scratch zero_row_;     // the row "above" the first one
+  bool scalar_kernels_ = false;
+};
+
+// The chunk limits the libspng decode runs under: an ancillary chunk may inflate to at most
+// kSpngMaxChunkBytes, and everything libspng stores of them (text, profiles, EXIF) to at most
+// kSpngMaxCacheBytes. A file over either is an error. The fast path stays well inside them.
+constexpr size_t kSpngMaxChunkBytes = size_t{16} << 20;
+constexpr size_t kSpngMaxCacheBytes = size_t{64} << 20;
+
+// libspng alone, whatever the layout: the fast path's fallback, and the tests' reference.
+void decode_png_with_libspng(const uint8_t* data, size_t size, const DecodeLimits& limits,
+                             RgbImage& out);
+
+// PngDecoder::decode with one decoder per thread (thread_local), for callers that keep no
+// per-worker PNG state.
 void decode_png(const uint8_t* data, size_t size, const DecodeLimits& limits, RgbImage& out);
 
 // Converts packed CMYK as a JPEG stores it to RGB exactly as Pillow does: Pillow always reads a

@@ -1,6 +1,8 @@
 // JPEG -> RGB through libjpeg-turbo's TurboJPEG API, matching Pillow's decode bit for bit: the
 // accurate integer IDCT and fancy (triangle-filter) chroma upsampling, which are also libjpeg's
 // defaults that Pillow runs with.
+#include <algorithm>
+#include <cstring>
 #include <string>
 
 #include "decode_internal.h"
@@ -14,7 +16,8 @@ namespace {
 // ACCURATEDCT: the ISLOW IDCT, as Pillow. No FASTUPSAMPLE, for the same reason.
 // STOPONWARNING: libjpeg only warns on truncated or corrupt entropy data and fills the rest
 // with grey; a warning must fail the request instead of returning a made-up image.
-// LIMITSCANS: caps progressive scans, so a tiny file cannot cost minutes of CPU.
+// LIMITSCANS: caps progressive scans, so a tiny file cannot cost minutes of CPU (check_scans
+// below enforces a lower, size-aware cap before decoding starts).
 constexpr int kDecompressFlags = TJFLAG_ACCURATEDCT | TJFLAG_STOPONWARNING | TJFLAG_LIMITSCANS;
 
 // Pillow's MULDIV255: a * b / 255, rounded, without a division.
@@ -62,6 +65,65 @@ void JpegDecoder::throw_corrupt() {
 
 namespace {
 
+// Scan limits (progressive and multi-scan JPEGs), checked by count_scans before decoding.
+// libjpeg decodes every scan over the whole image, so a small body with many cheap scans (EOB runs
+// cover a whole scan in a few bytes) costs scans x pixels of work: a 140 KB progressive file of
+// 4096x4096 with 500 scans took 3.6 s of CPU, and TurboJPEG's own TJFLAG_LIMITSCANS (500 scans)
+// only fires when the decode gets to scan 501. So both limits are enforced up front from the
+// markers: at most kMaxScans scans, and at most kMaxScanPixels scans x pixels, i.e. 100 full
+// scans of a 4096x4096 image (about 1 s): mainstream encoders write 1 to ~20 scans.
+constexpr size_t kMaxScans = 500;
+constexpr uint64_t kMaxScanPixels = uint64_t{100} * 4096 * 4096;
+
+// Counts the SOS markers of a JPEG datastream by walking its segments and skipping each scan's
+// entropy-coded data to the next marker (0xFF followed by neither 0x00 nor RSTn). Stops counting
+// past `stop_after`. A malformed stream ends the walk; libjpeg reports what is wrong with it.
+size_t count_scans(const uint8_t* data, size_t size, size_t stop_after) {
+  size_t scans = 0;
+  size_t at = 2;  // after SOI
+  while (at + 1 < size && scans <= stop_after) {
+    if (data[at] != 0xff) return scans;
+    const uint8_t marker = data[at + 1];
+    if (marker == 0xff) {  // fill byte before a marker
+      ++at;
+      continue;
+    }
+    if (marker == 0xd9) return scans;                                  // EOI
+    if (marker == 0x01 || (marker >= 0xd0 && marker <= 0xd7)) {        // TEM, stray RSTn
+      at += 2;
+      continue;
+    }
+    if (at + 4 > size) return scans;
+    const size_t length = (size_t{data[at + 2]} << 8) | data[at + 3];
+    if (length < 2) return scans;
+    at += 2 + length;
+    if (marker != 0xda) continue;
+    ++scans;
+    // Entropy-coded data up to the next marker.
+    while (at + 1 < size) {
+      const void* ff = std::memchr(data + at, 0xff, size - at - 1);
+      if (ff == nullptr) return scans;
+      at = static_cast<size_t>(static_cast<const uint8_t*>(ff) - data);
+      const uint8_t next = data[at + 1];
+      if (next != 0x00 && !(next >= 0xd0 && next <= 0xd7) && next != 0xff) break;
+      at += next == 0xff ? 1 : 2;
+    }
+  }
+  return scans;
+}
+
+void check_scans(const uint8_t* data, size_t size, int width, int height) {
+  const uint64_t pixels = static_cast<uint64_t>(width) * static_cast<uint64_t>(height);
+  const size_t allowed = static_cast<size_t>(
+      std::max<uint64_t>(1, std::min<uint64_t>(kMaxScans, kMaxScanPixels / pixels)));
+  const size_t scans = count_scans(data, size, allowed);
+  if (scans > allowed) {
+    throw_validation("JPEG has more than " + std::to_string(allowed) + " scans; at most " +
+                     std::to_string(allowed) + " are accepted for a " + std::to_string(width) +
+                     "x" + std::to_string(height) + " image (progressive scan limit)");
+  }
+}
+
 // The smallest libjpeg-turbo scaling factor (M/8) whose output covers min_width x min_height;
 // 1/1 when none is asked for or none is smaller.
 tjscalingfactor pick_scaling(int width, int height, JpegScaling wanted) {
@@ -104,6 +166,7 @@ void JpegDecoder::decode(const uint8_t* data, size_t size, const DecodeLimits& l
   // A tables-only datastream "succeeds" without an image.
   if (width <= 0 || height <= 0) throw_validation("corrupt JPEG: it contains no image");
   check_dimensions(width, height, limits);
+  check_scans(data, size, width, height);
 
   const tjscalingfactor factor = pick_scaling(width, height, scaling);
   const int out_width = TJSCALED(width, factor), out_height = TJSCALED(height, factor);

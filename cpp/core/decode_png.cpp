@@ -1,6 +1,8 @@
-// PNG -> RGB through libspng. SPNG_FMT_RGB8 covers every colour type and bit depth: low-depth
-// grey is scaled up by bit replication (as Pillow), 16-bit samples keep their high byte, palette
-// indices are looked up, and alpha and tRNS are dropped (flags 0: no gamma, no transparency).
+// PNG -> RGB: PngDecoder's dispatch between its fast path (png_fast.cpp) and libspng, and the
+// libspng decode itself. SPNG_FMT_RGB8 covers every colour type and bit depth: low-depth grey is
+// scaled up by bit replication (as Pillow), 16-bit samples keep their high byte, palette indices
+// are looked up (an index past the palette's end gives black, as in Pillow), and alpha and tRNS
+// are dropped (flags 0: no gamma, no transparency).
 #include <spng.h>
 
 #include <climits>
@@ -13,12 +15,6 @@ namespace openlookout {
 namespace detail {
 
 namespace {
-
-// Bounds on what libspng may hold besides the image: ancillary chunks (text, ICC profiles) are
-// parsed and cached even though we ignore them, and compressed ones inflate. An 8 MiB body
-// has no business needing more.
-constexpr size_t kMaxChunkBytes = size_t{16} << 20;
-constexpr size_t kMaxChunkCacheBytes = size_t{64} << 20;
 
 // Owns one libspng context; a fresh one per image is cheap next to the decode itself.
 class SpngContext {
@@ -67,7 +63,10 @@ int clamp_to_int(uint32_t value) {
 void configure(spng_ctx* ctx, const uint8_t* data, size_t size, const DecodeLimits& limits) {
   const auto max_side = static_cast<uint32_t>(limits.max_side > 0 ? limits.max_side : 1);
   check(spng_set_image_limits(ctx, max_side, max_side));
-  check(spng_set_chunk_limits(ctx, kMaxChunkBytes, kMaxChunkCacheBytes));
+  // Bounds on what libspng may hold besides the image: ancillary chunks (text, ICC profiles) are
+  // parsed and cached even though we ignore them, and compressed ones inflate. An 8 MiB body
+  // has no business needing more.
+  check(spng_set_chunk_limits(ctx, kSpngMaxChunkBytes, kSpngMaxCacheBytes));
   // Strict on every chunk, like Pillow, which rejects a bad CRC on any chunk it reads.
   check(spng_set_crc_action(ctx, SPNG_CRC_ERROR, SPNG_CRC_ERROR));
   check(spng_set_png_buffer(ctx, data, size));
@@ -75,7 +74,8 @@ void configure(spng_ctx* ctx, const uint8_t* data, size_t size, const DecodeLimi
 
 }  // namespace
 
-void decode_png(const uint8_t* data, size_t size, const DecodeLimits& limits, RgbImage& out) {
+void decode_png_with_libspng(const uint8_t* data, size_t size, const DecodeLimits& limits,
+                             RgbImage& out) {
   SpngContext context;
   spng_ctx* ctx = context.get();
   configure(ctx, data, size, limits);
@@ -99,6 +99,18 @@ void decode_png(const uint8_t* data, size_t size, const DecodeLimits& limits, Rg
   // spng_decode_image stops after the last scanline. Reading on to IEND verifies the rest of the
   // file (the last IDAT's CRC, the chunks after it), so a truncated file is an error.
   check(spng_decode_chunks(ctx));
+}
+
+void PngDecoder::decode(const uint8_t* data, size_t size, const DecodeLimits& limits,
+                        RgbImage& out) {
+  if (decode_fast(data, size, limits, out).decoded) return;
+  decode_png_with_libspng(data, size, limits, out);
+}
+
+void decode_png(const uint8_t* data, size_t size, const DecodeLimits& limits, RgbImage& out) {
+  // One per thread, as a worker owns its Decoder: the scratch is reused from image to image.
+  thread_local PngDecoder decoder;
+  decoder.decode(data, size, limits, out);
 }
 
 }  // namespace detail

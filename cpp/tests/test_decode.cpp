@@ -2,9 +2,11 @@
 // JPEGs with TurboJPEG), so the tests need no files. Bit-exactness against Pillow is checked
 // outside this suite; here each PNG must decode to exactly the RGB its samples define, and each
 // JPEG must round-trip within JPEG's tolerance.
+#include <libdeflate.h>
 #include <spng.h>
 #include <turbojpeg.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -280,6 +282,288 @@ PngFixture make_png(int width, int height, uint8_t color_type, uint8_t bit_depth
 
 PngFixture make_rgb8_png(int width, int height, uint32_t seed = 1) {
   return make_png(width, height, SPNG_COLOR_TYPE_TRUECOLOR, 8, false, false, seed);
+}
+
+// ---------------------------------------------------------------------------------------------
+// PNGs written byte by byte, for the fast path (png_fast.cpp): each row's filter type, the zlib
+// stream, the IDAT split and the other chunks are all chosen here, and any of them can be broken.
+
+// The predictor as the PNG specification defines it, ties going to a, then b.
+uint8_t paeth_reference(uint8_t a, uint8_t b, uint8_t c) {
+  const int p = int{a} + int{b} - int{c};
+  const int pa = std::abs(p - a), pb = std::abs(p - b), pc = std::abs(p - c);
+  if (pa <= pb && pa <= pc) return a;
+  return pb <= pc ? b : c;
+}
+
+// What an encoder stores for sample x with left a, above b, above-left c.
+uint8_t apply_filter(int type, uint8_t x, uint8_t a, uint8_t b, uint8_t c) {
+  switch (type) {
+    case 0: return x;
+    case 1: return static_cast<uint8_t>(x - a);
+    case 2: return static_cast<uint8_t>(x - b);
+    case 3: return static_cast<uint8_t>(x - ((a + b) >> 1));
+    default: return static_cast<uint8_t>(x - paeth_reference(a, b, c));
+  }
+}
+
+// Filters unfiltered rows (row_bytes each, bpp bytes per pixel) with the given filter per row.
+Bytes filter_rows(const Bytes& rows, size_t row_bytes, size_t bpp, const std::vector<int>& filters) {
+  Bytes out;
+  const size_t height = filters.size();
+  for (size_t y = 0; y < height; ++y) {
+    out.push_back(static_cast<uint8_t>(filters[y]));
+    for (size_t i = 0; i < row_bytes; ++i) {
+      const uint8_t x = rows[y * row_bytes + i];
+      const uint8_t a = i >= bpp ? rows[y * row_bytes + i - bpp] : 0;
+      const uint8_t b = y > 0 ? rows[(y - 1) * row_bytes + i] : 0;
+      const uint8_t c = (y > 0 && i >= bpp) ? rows[(y - 1) * row_bytes + i - bpp] : 0;
+      out.push_back(apply_filter(filters[y], x, a, b, c));
+    }
+  }
+  return out;
+}
+
+uint32_t adler32_of(const Bytes& data) {
+  return libdeflate_adler32(1, data.data(), data.size());
+}
+
+// A zlib stream of stored (uncompressed) blocks, written by hand.
+Bytes zlib_stored(const Bytes& data, size_t block_bytes = 65535) {
+  Bytes z = {0x78, 0x01};
+  size_t at = 0;
+  do {
+    const size_t n = std::min(block_bytes, data.size() - at);
+    const bool last = at + n == data.size();
+    z.push_back(last ? 1 : 0);  // BFINAL, BTYPE 00
+    z.insert(z.end(), {static_cast<uint8_t>(n), static_cast<uint8_t>(n >> 8),
+                       static_cast<uint8_t>(~n), static_cast<uint8_t>(~n >> 8)});
+    z.insert(z.end(), data.begin() + at, data.begin() + at + n);
+    at += n;
+  } while (at < data.size());
+  append_u32_be(z, adler32_of(data));
+  return z;
+}
+
+// A zlib stream from libdeflate at `level` (0..12; small inputs get static Huffman blocks).
+Bytes zlib_deflate(const Bytes& data, int level) {
+  libdeflate_compressor* compressor = libdeflate_alloc_compressor(level);
+  Bytes z(libdeflate_zlib_compress_bound(compressor, data.size()));
+  z.resize(libdeflate_zlib_compress(compressor, data.data(), data.size(), z.data(), z.size()));
+  libdeflate_free_compressor(compressor);
+  return z;  // empty on failure; the tests check
+}
+
+struct PngSpec {
+  int width = 16;
+  int height = 8;
+  uint8_t color_type = 2;  // 0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA (all 8-bit)
+  int filter = -1;         // 0..4 on every row; -1 random per row; -2 the five in turn
+  int palette_entries = 256;
+  int max_index = 255;     // palette samples are drawn from 0..max_index
+  int level = 6;           // libdeflate level; -1: hand-written stored blocks
+  size_t idat_bytes = 0;   // payload per IDAT (0: one IDAT)
+  bool empty_idats = false;  // zero-length IDATs first, between the others and last
+  bool chunks_before = false;  // tEXt, pHYs, gAMA, sRGB, cHRM, a private ancillary chunk
+  bool chunks_after = false;   // tEXt, tIME, zTXt after the IDATs
+  uint32_t seed = 1;
+};
+
+struct BuiltPng {
+  Bytes png;
+  Bytes expected_rgb;
+  Bytes scanlines;  // the filtered rows, each with its filter byte: what the zlib stream holds
+};
+
+int spec_channels(uint8_t color_type) {
+  switch (color_type) {
+    case 2: return 3;
+    case 4: return 2;
+    case 6: return 4;
+    default: return 1;
+  }
+}
+
+Bytes ihdr_payload(uint32_t width, uint32_t height, uint8_t bit_depth, uint8_t color_type,
+                   uint8_t interlace = 0) {
+  Bytes ihdr;
+  append_u32_be(ihdr, width);
+  append_u32_be(ihdr, height);
+  ihdr.insert(ihdr.end(), {bit_depth, color_type, 0, 0, interlace});
+  return ihdr;
+}
+
+Bytes text_payload(const std::string& keyword, const std::string& text) {
+  Bytes payload(keyword.begin(), keyword.end());
+  payload.push_back(0);
+  payload.insert(payload.end(), text.begin(), text.end());
+  return payload;
+}
+
+// The IDAT chunks carrying `z`, split as the spec says.
+std::vector<PngChunk> idat_chunks(const Bytes& z, size_t idat_bytes, bool empty_idats) {
+  std::vector<PngChunk> chunks;
+  if (empty_idats) chunks.push_back({"IDAT", {}});
+  const size_t step = idat_bytes == 0 ? std::max<size_t>(z.size(), 1) : idat_bytes;
+  for (size_t at = 0; at < z.size(); at += step) {
+    chunks.push_back({"IDAT", Bytes(z.begin() + at, z.begin() + std::min(z.size(), at + step))});
+    if (empty_idats) chunks.push_back({"IDAT", {}});
+  }
+  return chunks;
+}
+
+BuiltPng build_png(const PngSpec& spec) {
+  Lcg random{spec.seed};
+  const size_t channels = spec_channels(spec.color_type);
+  const size_t width = static_cast<size_t>(spec.width), height = static_cast<size_t>(spec.height);
+  const size_t row_bytes = width * channels;
+  BuiltPng built;
+
+  Bytes palette;
+  for (int i = 0; i < spec.palette_entries * 3; ++i) palette.push_back(static_cast<uint8_t>(random.below(256)));
+
+  // Rows of three kinds in turn, so that every predictor meets varied neighbours: noise, smooth
+  // gradients, and flat runs with the odd step.
+  Bytes rows(row_bytes * height);
+  for (size_t y = 0; y < height; ++y) {
+    const int kind = static_cast<int>(random.below(3));
+    for (size_t i = 0; i < row_bytes; ++i) {
+      uint32_t v = 0;
+      if (kind == 0) v = random.below(256);
+      else if (kind == 1) v = static_cast<uint32_t>(i * 7 + y * 13 + (random.below(5)));
+      else v = (i / 9) % 2 == 0 ? 200 : 40 + static_cast<uint32_t>(y);
+      if (spec.color_type == 3) v %= static_cast<uint32_t>(spec.max_index + 1);
+      rows[y * row_bytes + i] = static_cast<uint8_t>(v);
+    }
+  }
+  for (size_t p = 0; p < width * height; ++p) {
+    const uint8_t* px = &rows[p * channels];
+    if (spec.color_type == 3) {
+      const int index = px[0];
+      for (int c = 0; c < 3; ++c) {
+        built.expected_rgb.push_back(index < spec.palette_entries ? palette[index * 3 + c] : 0);
+      }
+    } else if (channels <= 2) {
+      built.expected_rgb.insert(built.expected_rgb.end(), {px[0], px[0], px[0]});
+    } else {
+      built.expected_rgb.insert(built.expected_rgb.end(), {px[0], px[1], px[2]});
+    }
+  }
+
+  std::vector<int> filters(height);
+  for (size_t y = 0; y < height; ++y) {
+    filters[y] = spec.filter >= 0 ? spec.filter
+                 : spec.filter == -1 ? static_cast<int>(random.below(5))
+                                     : static_cast<int>(y % 5);
+  }
+  built.scanlines = filter_rows(rows, row_bytes, channels, filters);
+  const Bytes z = spec.level < 0 ? zlib_stored(built.scanlines) : zlib_deflate(built.scanlines, spec.level);
+
+  std::vector<PngChunk> chunks;
+  chunks.push_back({"IHDR", ihdr_payload(static_cast<uint32_t>(spec.width),
+                                         static_cast<uint32_t>(spec.height), 8, spec.color_type)});
+  if (spec.chunks_before) {
+    chunks.push_back({"tEXt", text_payload("Software", "openlookout tests")});
+    chunks.push_back({"pHYs", {0, 0, 0x0b, 0x13, 0, 0, 0x0b, 0x13, 1}});
+    chunks.push_back({"gAMA", {0, 0, 0xb1, 0x8f}});
+    chunks.push_back({"sRGB", {0}});
+    chunks.push_back({"prVt", {1, 2, 3}});  // private, ancillary: skipped
+  }
+  if (spec.color_type == 3) chunks.push_back({"PLTE", palette});
+  for (auto& idat : idat_chunks(z, spec.idat_bytes, spec.empty_idats)) chunks.push_back(idat);
+  if (spec.chunks_after) {
+    chunks.push_back({"tEXt", text_payload("Comment", "after the image data")});
+    chunks.push_back({"tIME", {0x07, 0xe8, 1, 2, 3, 4, 5}});
+    const Bytes text = text_payload("Note", "");
+    Bytes ztxt = {'N', 'o', 't', 'e', 0, 0};
+    const Bytes compressed = zlib_deflate(Bytes(200, 'z'), 6);
+    ztxt.insert(ztxt.end(), compressed.begin(), compressed.end());
+    chunks.push_back({"zTXt", ztxt});
+  }
+  chunks.push_back({"IEND", {}});
+  built.png = join_chunks(chunks);
+  return built;
+}
+
+// The outcome of one decode, comparable across decoders.
+struct DecodeResult {
+  bool decoded = false;
+  std::string error;  // when not decoded
+  int width = 0, height = 0;
+  Bytes pixels;
+  bool operator==(const DecodeResult& other) const {
+    return decoded == other.decoded && width == other.width && height == other.height &&
+           pixels == other.pixels;
+  }
+};
+
+DecodeResult result_of(const std::function<void(RgbImage&)>& decode) {
+  DecodeResult result;
+  RgbImage out;
+  try {
+    decode(out);
+    result.decoded = true;
+    result.width = out.width;
+    result.height = out.height;
+    result.pixels = out.pixels;
+  } catch (const openlookout::Error& e) {
+    result.error = e.kind() == ErrorKind::Validation ? e.what() : std::string("NOT VALIDATION: ") + e.what();
+  }
+  return result;
+}
+
+// libspng alone: the reference.
+DecodeResult libspng_result(const Bytes& png, const DecodeLimits& limits) {
+  return result_of([&](RgbImage& out) {
+    openlookout::detail::decode_png_with_libspng(png.data(), png.size(), limits, out);
+  });
+}
+
+// The production path (fast path, libspng where it declines), through Decoder::decode.
+DecodeResult decoder_result(const Bytes& png, const DecodeLimits& limits) {
+  Decoder decoder;
+  return result_of([&](RgbImage& out) {
+    decoder.decode(png.data(), png.size(), ImageFormat::Png, limits, out);
+  });
+}
+
+// Whether the fast path alone decodes `png`, and if so to what.
+struct FastOutcome {
+  bool decoded = false;
+  std::string declined_because;
+  Bytes pixels;
+};
+
+FastOutcome fast_outcome(const Bytes& png, const DecodeLimits& limits, bool scalar = false) {
+  openlookout::detail::PngDecoder decoder;
+  decoder.use_scalar_kernels_for_testing(scalar);
+  RgbImage out;
+  const auto result = decoder.decode_fast(png.data(), png.size(), limits, out);
+  FastOutcome outcome;
+  outcome.decoded = result.decoded;
+  if (result.declined_because != nullptr) outcome.declined_because = result.declined_because;
+  if (result.decoded) outcome.pixels = out.pixels;
+  return outcome;
+}
+
+// Rewrites every chunk's CRC to match its contents, so that damage inside a chunk reaches the
+// parsers behind the CRC check. Stops at the first chunk that runs past the end.
+void fix_crcs(Bytes& png) {
+  size_t at = kPngSignature.size();
+  while (at + 12 <= png.size()) {
+    const uint32_t length = read_u32_be(&png[at]);
+    if (length > png.size() - at - 12) break;
+    const uint32_t crc = crc32_of(&png[at + 4], size_t{length} + 4);
+    for (int i = 0; i < 4; ++i) png[at + 8 + length + i] = static_cast<uint8_t>(crc >> (24 - 8 * i));
+    at += 12 + length;
+  }
+}
+
+std::string describe(const PngSpec& s) {
+  return "colour type " + std::to_string(s.color_type) + ", " + std::to_string(s.width) + "x" +
+         std::to_string(s.height) + ", filter " + std::to_string(s.filter) + ", level " +
+         std::to_string(s.level) + ", IDAT bytes " + std::to_string(s.idat_bytes) +
+         (s.empty_idats ? ", empty IDATs" : "") + ", seed " + std::to_string(s.seed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -700,6 +984,796 @@ TEST(png_side_limits_at_the_edges) {
                    decoder.decode(too_small.png.data(), too_small.png.size(), ImageFormat::Png, limits, out);
                  }),
                  "image is 63x64 pixels"));
+}
+
+// =============================================================================================
+// PNG fast path (png_fast.cpp) against libspng
+
+namespace {
+
+// Checks that `png` takes the fast path and decodes to exactly what libspng and the spec give,
+// with the SIMD and the scalar kernels alike.
+void check_fast_path_matches(const PngSpec& spec, const char* file, int line) {
+  const BuiltPng built = build_png(spec);
+  const DecodeLimits limits = small_image_limits();
+  const DecodeResult reference = libspng_result(built.png, limits);
+  if (!reference.decoded || reference.pixels != built.expected_rgb) {
+    olt::fail(file, line, "libspng does not decode the fixture as specified: " + describe(spec) +
+                              " " + reference.error);
+    return;
+  }
+  for (bool scalar : {false, true}) {
+    const FastOutcome fast = fast_outcome(built.png, limits, scalar);
+    if (!fast.decoded) {
+      olt::fail(file, line, "fast path declined (" + fast.declined_because + "): " + describe(spec));
+    } else if (fast.pixels != reference.pixels) {
+      olt::fail(file, line, std::string("fast path pixels differ from libspng's") +
+                                (scalar ? " (scalar kernels): " : ": ") + describe(spec));
+    }
+  }
+  if (!(decoder_result(built.png, limits) == reference)) {
+    olt::fail(file, line, "Decoder::decode differs from libspng: " + describe(spec));
+  }
+}
+#define CHECK_FAST_PATH_MATCHES(spec) check_fast_path_matches((spec), __FILE__, __LINE__)
+
+// Checks that the fast path declines `png` and that Decoder::decode ends as libspng does.
+// Returns libspng's result.
+DecodeResult check_declined_and_as_libspng(const Bytes& png, const std::string& what,
+                                           const char* file, int line,
+                                           const DecodeLimits& limits = small_image_limits()) {
+  const DecodeResult reference = libspng_result(png, limits);
+  const FastOutcome fast = fast_outcome(png, limits);
+  if (fast.decoded) olt::fail(file, line, what + ": the fast path decoded it");
+  const DecodeResult production = decoder_result(png, limits);
+  if (!(production == reference)) {
+    olt::fail(file, line, what + ": Decoder::decode (" +
+                              (production.decoded ? "decoded" : production.error) +
+                              ") differs from libspng (" +
+                              (reference.decoded ? "decoded" : reference.error) + ")");
+  }
+  return reference;
+}
+
+// The defect makes libspng (so Decoder::decode) fail with a Validation error, the fast path
+// having declined.
+void check_rejected(const Bytes& png, const std::string& what, const char* file, int line) {
+  const DecodeResult reference = check_declined_and_as_libspng(png, what, file, line);
+  if (reference.decoded) {
+    olt::fail(file, line, what + ": decoded, expected an error");
+  } else if (!contains(reference.error, "corrupt or truncated PNG: ")) {
+    olt::fail(file, line, what + ": unexpected error \"" + reference.error + "\"");
+  }
+}
+#define CHECK_REJECTED(png, what) check_rejected((png), (what), __FILE__, __LINE__)
+
+// libspng decodes the file despite the oddity (it stops reading at the last scanline), the fast
+// path declines it, and Decoder::decode gives libspng's image.
+void check_left_to_libspng_which_decodes(const Bytes& png, const std::string& what,
+                                         const Bytes& expected_rgb, const char* file, int line) {
+  const DecodeResult reference = check_declined_and_as_libspng(png, what, file, line);
+  if (!reference.decoded) {
+    olt::fail(file, line, what + ": libspng refuses it: " + reference.error);
+  } else if (reference.pixels != expected_rgb) {
+    olt::fail(file, line, what + ": unexpected pixels");
+  }
+}
+#define CHECK_LEFT_TO_LIBSPNG_WHICH_DECODES(png, what, expected) \
+  check_left_to_libspng_which_decodes((png), (what), (expected), __FILE__, __LINE__)
+
+// The chunks of a built PNG, and the index of the first one of `type`.
+size_t index_of(const std::vector<PngChunk>& chunks, const std::string& type, size_t nth = 0) {
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (chunks[i].type == type && nth-- == 0) return i;
+  }
+  return chunks.size();
+}
+
+// The file with the chunk at `index` replaced by raw bytes (framing included).
+Bytes with_raw_chunk(const std::vector<PngChunk>& chunks, size_t index, const Bytes& raw) {
+  Bytes png = kPngSignature;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (i == index) {
+      png.insert(png.end(), raw.begin(), raw.end());
+    } else {
+      append_chunk(png, chunks[i].type.c_str(), chunks[i].payload);
+    }
+  }
+  return png;
+}
+
+// Offset of the CRC of the chunk at `index` in the joined file.
+size_t crc_offset(const std::vector<PngChunk>& chunks, size_t index) {
+  size_t at = kPngSignature.size();
+  for (size_t i = 0; i < index; ++i) at += 12 + chunks[i].payload.size();
+  return at + 8 + chunks[index].payload.size();
+}
+
+}  // namespace
+
+TEST(png_fast_path_matches_libspng_on_every_layout_and_filter) {
+  // Every covered colour type x every filter type (and mixes), at widths that leave partial
+  // SIMD blocks, with stored blocks, static and dynamic Huffman blocks.
+  const int levels[] = {-1, 0, 1, 6, 12};
+  int case_number = 0;
+  for (uint8_t color_type : {0, 2, 3, 4, 6}) {
+    for (int filter : {0, 1, 2, 3, 4, -1, -2}) {
+      for (int width : {1, 2, 3, 5, 16, 17, 63}) {
+        PngSpec spec;
+        spec.color_type = color_type;
+        spec.filter = filter;
+        spec.width = width;
+        spec.height = 1 + case_number % 9;
+        spec.level = levels[case_number % 5];
+        spec.seed = static_cast<uint32_t>(100 + case_number);
+        ++case_number;
+        CHECK_FAST_PATH_MATCHES(spec);
+      }
+    }
+  }
+}
+
+TEST(png_fast_path_matches_libspng_on_random_chunk_arrangements) {
+  // Multiple IDATs (down to one byte each), zero-length IDATs, ancillary chunks before and after
+  // the image data, palettes shorter than the indices, larger images.
+  Lcg random{4242};
+  for (int trial = 0; trial < 250; ++trial) {
+    PngSpec spec;
+    const uint8_t color_types[] = {0, 2, 3, 4, 6};
+    spec.color_type = color_types[random.below(5)];
+    spec.width = 1 + static_cast<int>(random.below(trial % 10 == 0 ? 700 : 90));
+    spec.height = 1 + static_cast<int>(random.below(trial % 10 == 0 ? 60 : 20));
+    spec.filter = static_cast<int>(random.below(7)) - 2;
+    spec.level = static_cast<int>(random.below(14)) - 1;
+    const size_t splits[] = {0, 0, 1, 2, 7, 100, 4096};
+    spec.idat_bytes = splits[random.below(7)];
+    spec.empty_idats = random.below(4) == 0;
+    spec.chunks_before = random.below(2) == 0;
+    spec.chunks_after = random.below(2) == 0;
+    spec.palette_entries = 1 + static_cast<int>(random.below(256));
+    spec.max_index = random.below(3) == 0 ? 255 : spec.palette_entries - 1;
+    spec.seed = 1000u + static_cast<uint32_t>(trial);
+    CHECK_FAST_PATH_MATCHES(spec);
+  }
+}
+
+TEST(png_fast_path_large_rows_and_pillow_like_splits) {
+  // Rows far longer than a SIMD block, IDATs of 64 KiB as Pillow writes them.
+  for (uint8_t color_type : {0, 2, 3, 4, 6}) {
+    PngSpec spec;
+    spec.color_type = color_type;
+    spec.width = 1031;
+    spec.height = 67;
+    spec.filter = -2;
+    spec.level = 6;
+    spec.idat_bytes = 65536;
+    spec.seed = 77u + color_type;
+    CHECK_FAST_PATH_MATCHES(spec);
+  }
+}
+
+TEST(png_palette_index_past_the_palette_is_black) {
+  // libspng looks indices up in a zeroed 256-entry table and Pillow pads the palette with black:
+  // both give (0, 0, 0), and so does the fast path. Not an error.
+  PngSpec spec;
+  spec.color_type = 3;
+  spec.width = 40;
+  spec.height = 9;
+  spec.palette_entries = 5;
+  spec.max_index = 255;
+  spec.seed = 9;
+  const BuiltPng built = build_png(spec);
+  int past_the_end = 0;
+  for (size_t p = 0; p < built.expected_rgb.size() / 3; ++p) {
+    // build_png's expectation puts black there.
+    const uint8_t* px = &built.expected_rgb[3 * p];
+    past_the_end += (px[0] | px[1] | px[2]) == 0 ? 1 : 0;
+  }
+  CHECK(past_the_end > 100);
+  CHECK_FAST_PATH_MATCHES(spec);
+}
+
+TEST(png_common_ancillary_chunks_keep_the_fast_path) {
+  // What cameras, Pillow, Photoshop and exiftool write: all skipped after their CRC check.
+  PngSpec spec;
+  spec.width = 33;
+  spec.height = 12;
+  spec.seed = 5;
+  const BuiltPng built = build_png(spec);
+  std::vector<PngChunk> chunks = split_chunks(built.png);
+  const Bytes xmp = text_payload("XML:com.adobe.xmp", std::string(20000, 'x'));
+  Bytes itxt(xmp.begin(), xmp.begin() + 18);  // keyword and its terminator
+  itxt.insert(itxt.end(), {0, 0, 0, 0});      // not compressed, method, empty language, key
+  itxt.insert(itxt.end(), xmp.begin() + 18, xmp.end());
+  Bytes iccp = {'I', 'C', 'C', 0, 0};
+  const Bytes profile = zlib_deflate(Bytes(3144, 7), 9);
+  iccp.insert(iccp.end(), profile.begin(), profile.end());
+  const std::vector<PngChunk> extras = {
+      {"iCCP", iccp},
+      {"cHRM", Bytes(32, 1)},
+      {"sBIT", {8, 8, 8}},
+      {"iTXt", itxt},
+      {"eXIf", {'M', 'M', 0, 42, 0, 0, 0, 8}},
+      {"bKGD", {0, 1, 0, 2, 0, 3}},
+      {"tRNS", {0, 1, 0, 2, 0, 3}},
+      {"gAMA", {0, 0, 0, 0}},  // invalid: libspng drops it and reads on
+  };
+  chunks.insert(chunks.begin() + 1, extras.begin(), extras.end());
+  chunks.insert(chunks.end() - 1, PngChunk{"tEXt", text_payload("Comment", "after")});
+  const Bytes png = join_chunks(chunks);
+  const FastOutcome fast = fast_outcome(png, small_image_limits());
+  CHECK(fast.decoded);
+  if (!fast.decoded) olt::fail(__FILE__, __LINE__, "declined: " + fast.declined_because);
+  CHECK(fast.pixels == built.expected_rgb);
+  CHECK(libspng_result(png, small_image_limits()).pixels == built.expected_rgb);
+}
+
+TEST(png_stored_chunks_near_libspng_limits_are_left_to_libspng) {
+  // libspng fails a whole file whose text, profile or EXIF chunks pass its limits; the fast path
+  // declines long before, and the verdict is libspng's.
+  PngSpec spec;
+  spec.width = 9;
+  spec.height = 4;
+  const BuiltPng built = build_png(spec);
+  const std::vector<PngChunk> chunks = split_chunks(built.png);
+  auto with_before_idat = [&](const std::vector<PngChunk>& extra) {
+    std::vector<PngChunk> all = chunks;
+    all.insert(all.begin() + 1, extra.begin(), extra.end());
+    return join_chunks(all);
+  };
+  // 1001 text chunks: over libspng's chunk count limit, an error.
+  const std::vector<PngChunk> many_texts(1001, PngChunk{"tEXt", text_payload("k", "v")});
+  CHECK_REJECTED(with_before_idat(many_texts), "1001 tEXt chunks");
+  // 600: libspng decodes, the fast path is no longer sure it would.
+  const std::vector<PngChunk> some_texts(600, PngChunk{"tEXt", text_payload("k", "v")});
+  CHECK_LEFT_TO_LIBSPNG_WHICH_DECODES(with_before_idat(some_texts), "600 tEXt chunks",
+                                      built.expected_rgb);
+  // A zTXt that inflates to 20 MiB: over the 16 MiB chunk limit, an error.
+  Bytes bomb = {'b', 0, 0};
+  const Bytes zeros = zlib_deflate(Bytes(size_t{20} << 20, 0), 1);
+  bomb.insert(bomb.end(), zeros.begin(), zeros.end());
+  CHECK_REJECTED(with_before_idat({{"zTXt", bomb}}), "zTXt inflating to 20 MiB");
+  // An empty eXIf: libspng takes it for a failed allocation, an error.
+  CHECK_REJECTED(with_before_idat({{"eXIf", {}}}), "empty eXIf");
+  // A compressed iTXt of a few hundred bytes is fine; one that might inflate past the limit is
+  // left to libspng, which decodes it when it does not.
+  Bytes itxt = {'k', 0, 1, 0, 0, 0};
+  const Bytes small_text = zlib_deflate(Bytes(1000, 'a'), 6);
+  itxt.insert(itxt.end(), small_text.begin(), small_text.end());
+  CHECK(fast_outcome(with_before_idat({{"iTXt", itxt}}), small_image_limits()).decoded);
+  Bytes big_itxt = {'k', 0, 1, 0, 0, 0};
+  Lcg random{3};
+  Bytes noise(20000);
+  for (auto& b : noise) b = static_cast<uint8_t>(random.below(256));
+  const Bytes noisy_text = zlib_deflate(noise, 6);
+  big_itxt.insert(big_itxt.end(), noisy_text.begin(), noisy_text.end());
+  CHECK_LEFT_TO_LIBSPNG_WHICH_DECODES(with_before_idat({{"iTXt", big_itxt}}), "20 KB compressed iTXt",
+                                      built.expected_rgb);
+}
+
+TEST(png_layouts_outside_the_fast_path_go_to_libspng) {
+  // Interlaced, 16-bit and low-depth images decode through libspng (the colour-type test above
+  // checks their pixels).
+  for (const PngFixture& fixture :
+       {make_png(13, 11, SPNG_COLOR_TYPE_TRUECOLOR, 8, true, false),
+        make_png(13, 11, SPNG_COLOR_TYPE_TRUECOLOR, 16, false, false),
+        make_png(13, 11, SPNG_COLOR_TYPE_INDEXED, 4, false, false),
+        make_png(13, 11, SPNG_COLOR_TYPE_GRAYSCALE, 1, false, false)}) {
+    const FastOutcome fast = fast_outcome(fixture.png, small_image_limits());
+    CHECK(!fast.decoded);
+    CHECK(decoder_result(fixture.png, small_image_limits()).pixels == fixture.expected_rgb);
+  }
+  // libspng's own encoder writes 8-bit RGB that the fast path does take.
+  const PngFixture rgb = make_rgb8_png(31, 7, 4);
+  CHECK(fast_outcome(rgb.png, small_image_limits()).pixels == rgb.expected_rgb);
+}
+
+TEST(png_damaged_chunks_are_errors) {
+  PngSpec spec;
+  spec.color_type = 3;
+  spec.width = 21;
+  spec.height = 10;
+  spec.idat_bytes = 60;  // several IDATs
+  spec.chunks_before = true;
+  spec.chunks_after = true;
+  const BuiltPng built = build_png(spec);
+  const std::vector<PngChunk> chunks = split_chunks(built.png);
+  CHECK(fast_outcome(built.png, small_image_limits()).decoded);
+  const size_t idats = static_cast<size_t>(std::count_if(
+      chunks.begin(), chunks.end(), [](const PngChunk& c) { return c.type == "IDAT"; }));
+  CHECK(idats >= 3);
+
+  // A wrong CRC on any chunk up to IEND: IHDR, the text and private chunks before the image,
+  // PLTE, the first, a middle and the last IDAT, the chunks after, IEND.
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    Bytes png = built.png;
+    png[crc_offset(chunks, i) + (i % 4)] ^= 0x10;
+    CHECK_REJECTED(png, "bad CRC on " + chunks[i].type + " (chunk " + std::to_string(i) + ")");
+  }
+
+  auto with = [&](std::vector<PngChunk> edited) { return join_chunks(edited); };
+  const size_t plte = index_of(chunks, "PLTE");
+  const size_t first_idat = index_of(chunks, "IDAT");
+  const size_t iend = chunks.size() - 1;
+  {
+    std::vector<PngChunk> edited = chunks;
+    edited.erase(edited.begin() + static_cast<std::ptrdiff_t>(plte));
+    CHECK_REJECTED(with(edited), "palette image without PLTE");
+  }
+  {
+    std::vector<PngChunk> edited = chunks;
+    edited[plte].payload.resize(3 * 257, 1);
+    CHECK_REJECTED(with(edited), "PLTE of 257 entries");
+    edited[plte].payload.resize(3 * 5 + 1);
+    CHECK_REJECTED(with(edited), "PLTE length not a multiple of 3");
+    edited[plte].payload.clear();
+    CHECK_REJECTED(with(edited), "empty PLTE");
+  }
+  {
+    std::vector<PngChunk> edited = chunks;
+    edited.pop_back();
+    CHECK_REJECTED(with(edited), "no IEND");
+    edited = chunks;
+    edited[iend].payload = {0};
+    CHECK_REJECTED(with(edited), "IEND with data");
+    edited = chunks;
+    edited.insert(edited.begin() + static_cast<std::ptrdiff_t>(first_idat), PngChunk{"IEND", {}});
+    CHECK_REJECTED(with(edited), "IEND before the IDATs");
+  }
+  {
+    std::vector<PngChunk> edited = chunks;
+    edited.insert(edited.begin() + static_cast<std::ptrdiff_t>(first_idat + 1),
+                  PngChunk{"tEXt", text_payload("between", "IDATs")});
+    CHECK_REJECTED(with(edited), "a chunk between two IDATs");
+    // The whole stream in the first IDAT, an empty one after another chunk: still out of order.
+    edited = split_chunks(build_png(PngSpec{}).png);
+    edited.insert(edited.end() - 1, PngChunk{"tEXt", text_payload("k", "v")});
+    edited.insert(edited.end() - 1, PngChunk{"IDAT", {}});
+    CHECK_REJECTED(with(edited), "an empty IDAT after a chunk after the IDATs");
+    edited = chunks;
+    edited.insert(edited.begin() + 1, PngChunk{"CRIT", {1, 2}});
+    CHECK_REJECTED(with(edited), "unknown critical chunk before the image");
+    edited = chunks;
+    edited.insert(edited.end() - 1, PngChunk{"CRIT", {}});
+    CHECK_REJECTED(with(edited), "unknown critical chunk after the image");
+    edited = chunks;
+    edited.insert(edited.begin() + 1, chunks[0]);
+    CHECK_REJECTED(with(edited), "second IHDR");
+    edited = chunks;
+    edited.insert(edited.begin() + 1, PngChunk{"IDAT", {}});
+    edited.insert(edited.begin() + 2, PngChunk{"tEXt", text_payload("k", "v")});
+    CHECK_REJECTED(with(edited), "an empty IDAT before PLTE");
+  }
+  // Chunk lengths past what PNG allows, on an ancillary chunk and on an IDAT.
+  for (uint32_t length : {0xffffffffu, 0x80000000u, 0x7fffffffu}) {
+    for (size_t index : {size_t{1}, first_idat}) {
+      Bytes raw;
+      append_u32_be(raw, length);
+      raw.insert(raw.end(), chunks[index].type.begin(), chunks[index].type.end());
+      raw.insert(raw.end(), chunks[index].payload.begin(), chunks[index].payload.end());
+      append_u32_be(raw, 0);
+      CHECK_REJECTED(with_raw_chunk(chunks, index, raw),
+                     "length " + std::to_string(length) + " on " + chunks[index].type);
+    }
+  }
+}
+
+TEST(png_bad_headers_are_errors) {
+  PngSpec spec;
+  spec.width = 6;
+  spec.height = 5;
+  const BuiltPng built = build_png(spec);
+  const std::vector<PngChunk> chunks = split_chunks(built.png);
+  struct BadHeader {
+    uint8_t bit_depth, color_type, compression, filter, interlace;
+  };
+  for (const BadHeader& bad :
+       {BadHeader{4, 2, 0, 0, 0}, BadHeader{16, 3, 0, 0, 0}, BadHeader{8, 5, 0, 0, 0},
+        BadHeader{1, 6, 0, 0, 0}, BadHeader{4, 4, 0, 0, 0}, BadHeader{3, 0, 0, 0, 0},
+        BadHeader{0, 2, 0, 0, 0}, BadHeader{8, 7, 0, 0, 0}, BadHeader{8, 2, 1, 0, 0},
+        BadHeader{8, 2, 0, 1, 0}, BadHeader{8, 2, 0, 0, 2}}) {
+    std::vector<PngChunk> edited = chunks;
+    Bytes& ihdr = edited[0].payload;
+    ihdr[8] = bad.bit_depth;
+    ihdr[9] = bad.color_type;
+    ihdr[10] = bad.compression;
+    ihdr[11] = bad.filter;
+    ihdr[12] = bad.interlace;
+    CHECK_REJECTED(join_chunks(edited), "IHDR depth " + std::to_string(bad.bit_depth) + " type " +
+                                            std::to_string(bad.color_type));
+  }
+  {
+    std::vector<PngChunk> edited = chunks;
+    edited[0].payload.pop_back();
+    CHECK_REJECTED(join_chunks(edited), "12-byte IHDR");
+    edited = chunks;
+    edited[0].payload.push_back(0);
+    CHECK_REJECTED(join_chunks(edited), "14-byte IHDR");
+    edited = chunks;
+    std::swap(edited[0], edited[1]);
+    CHECK_REJECTED(join_chunks(edited), "IDAT before IHDR");
+  }
+  for (uint32_t side : {0u, 0x80000000u, 0xffffffffu}) {
+    std::vector<PngChunk> edited = chunks;
+    edited[0].payload = ihdr_payload(side, 5, 8, 2);
+    CHECK_REJECTED(join_chunks(edited), "width " + std::to_string(side));
+    edited[0].payload = ihdr_payload(6, side, 8, 2);
+    CHECK_REJECTED(join_chunks(edited), "height " + std::to_string(side));
+  }
+}
+
+TEST(png_huge_dimensions_fail_before_allocating_on_every_layout) {
+  for (uint8_t color_type : {0, 2, 3, 4, 6}) {
+    PngSpec spec;
+    spec.color_type = color_type;
+    spec.width = 5;
+    spec.height = 5;
+    std::vector<PngChunk> chunks = split_chunks(build_png(spec).png);
+    chunks[0].payload = ihdr_payload(70000, 5000, 8, color_type);
+    const Bytes png = join_chunks(chunks);
+    Decoder decoder;
+    RgbImage out;
+    CHECK_TEXT(error_message([&] {
+                 decoder.decode(png.data(), png.size(), ImageFormat::Png, DecodeLimits{}, out);
+               }),
+               std::string("image is 70000x5000 pixels; each side must be between 64 and 4096 (max_side)"));
+    CHECK_EQ(out.pixels.capacity(), size_t{0});
+    // The fast path reports it itself, identically.
+    openlookout::detail::PngDecoder png_decoder;
+    CHECK_THROWS_KIND(png_decoder.decode_fast(png.data(), png.size(), DecodeLimits{}, out),
+                      ErrorKind::Validation);
+    CHECK_EQ(out.pixels.capacity(), size_t{0});
+  }
+  // A valid header with too little IDAT data for its size is declined before anything is
+  // allocated, then refused by libspng.
+  std::vector<PngChunk> chunks = split_chunks(build_png(PngSpec{}).png);
+  chunks[0].payload = ihdr_payload(4000, 4000, 8, 6);
+  CHECK_REJECTED(join_chunks(chunks), "4000x4000 RGBA from a few hundred bytes");
+}
+
+TEST(png_zlib_stream_defects) {
+  PngSpec spec;
+  spec.color_type = 6;
+  spec.width = 19;
+  spec.height = 7;
+  spec.level = 6;
+  const BuiltPng built = build_png(spec);
+  const Bytes& scanlines = built.scanlines;
+  const size_t row_stride = 1 + 19 * 4;
+  auto png_with_stream = [&](const Bytes& z, size_t idat_bytes = 0) {
+    std::vector<PngChunk> chunks = {{"IHDR", ihdr_payload(19, 7, 8, 6)}};
+    for (auto& idat : idat_chunks(z, idat_bytes, false)) chunks.push_back(idat);
+    chunks.push_back({"IEND", {}});
+    return join_chunks(chunks);
+  };
+  const Bytes good = zlib_deflate(scanlines, 6);
+  CHECK(fast_outcome(png_with_stream(good), small_image_limits()).decoded);
+  CHECK(fast_outcome(png_with_stream(good, 5), small_image_limits()).decoded);
+
+  // Header: another method, a window over 32 KiB, a preset dictionary, a bad check value.
+  for (const std::pair<uint8_t, uint8_t>& header :
+       {std::pair<uint8_t, uint8_t>{0x79, 0x5c}, {0x88, 0x98}, {0x78, 0xbb}, {0x78, 0x9d}}) {
+    Bytes z = good;
+    z[0] = header.first;
+    z[1] = header.second;
+    CHECK_REJECTED(png_with_stream(z), "zlib header " + std::to_string(header.first) + " " +
+                                           std::to_string(header.second));
+  }
+  // Data short of the image: the last row missing, or the stream cut off.
+  const Bytes short_rows(scanlines.begin(), scanlines.end() - static_cast<std::ptrdiff_t>(row_stride));
+  CHECK_REJECTED(png_with_stream(zlib_deflate(short_rows, 6)), "stream one row short");
+  CHECK_REJECTED(png_with_stream(zlib_stored(short_rows)), "stored stream one row short");
+  const Bytes stored = zlib_stored(scanlines);
+  for (size_t cut : {size_t{10}, stored.size() / 2, size_t{3}}) {
+    CHECK_REJECTED(png_with_stream(Bytes(stored.begin(), stored.begin() + static_cast<std::ptrdiff_t>(cut))),
+                   "stream cut at " + std::to_string(cut));
+  }
+  CHECK_REJECTED(png_with_stream(Bytes{}), "IDAT with no data");
+  // A wrong Adler-32 that libspng reads (in the IDAT holding the last scanline).
+  for (const Bytes& z : {good, stored}) {
+    Bytes bad_adler = z;
+    bad_adler.back() ^= 0x01;
+    CHECK_REJECTED(png_with_stream(bad_adler), "wrong Adler-32");
+  }
+  // Garbage in the deflate data.
+  {
+    Bytes z = good;
+    for (size_t i = 2; i < z.size() - 4; i += 3) z[i] = static_cast<uint8_t>(z[i] * 7 + 1);
+    CHECK_REJECTED(png_with_stream(z), "scrambled deflate data");
+  }
+
+  // What libspng lets through, since it stops reading at the last scanline; the fast path
+  // leaves them to it. Surplus data after the image (an extra row):
+  Bytes long_rows = scanlines;
+  long_rows.insert(long_rows.end(), scanlines.begin(),
+                   scanlines.begin() + static_cast<std::ptrdiff_t>(row_stride));
+  CHECK_LEFT_TO_LIBSPNG_WHICH_DECODES(png_with_stream(zlib_deflate(long_rows, 6)),
+                                      "one row too many", built.expected_rgb);
+  // A stream without its Adler-32, or with a wrong one alone in a last IDAT libspng never reads.
+  CHECK_LEFT_TO_LIBSPNG_WHICH_DECODES(png_with_stream(Bytes(good.begin(), good.end() - 4)),
+                                      "no Adler-32", built.expected_rgb);
+  {
+    Bytes z = stored;
+    z.back() ^= 0x01;
+    std::vector<PngChunk> chunks = {{"IHDR", ihdr_payload(19, 7, 8, 6)},
+                                    {"IDAT", Bytes(z.begin(), z.end() - 4)},
+                                    {"IDAT", Bytes(z.end() - 4, z.end())},
+                                    {"IEND", {}}};
+    CHECK_LEFT_TO_LIBSPNG_WHICH_DECODES(join_chunks(chunks), "wrong Adler-32 in an unread IDAT",
+                                        built.expected_rgb);
+  }
+  // Bytes after the zlib stream's end, in its IDAT or in more IDATs: ignored by both.
+  {
+    Bytes z = good;
+    z.insert(z.end(), {1, 2, 3, 4, 5});
+    for (size_t idat_bytes : {size_t{0}, size_t{7}}) {
+      const Bytes png = png_with_stream(z, idat_bytes);
+      const FastOutcome fast = fast_outcome(png, small_image_limits());
+      CHECK(fast.decoded);
+      CHECK(fast.pixels == built.expected_rgb);
+      CHECK(libspng_result(png, small_image_limits()).pixels == built.expected_rgb);
+    }
+  }
+}
+
+TEST(png_invalid_filter_types_are_errors) {
+  for (uint8_t color_type : {2, 3, 6}) {
+    PngSpec spec;
+    spec.color_type = color_type;
+    spec.width = 11;
+    spec.height = 6;
+    spec.level = -1;
+    const BuiltPng built = build_png(spec);
+    const size_t stride = 1 + 11 * static_cast<size_t>(spec_channels(color_type));
+    for (size_t row : {size_t{0}, size_t{3}, size_t{5}}) {
+      for (uint8_t filter : {5, 128, 255}) {
+        Bytes scanlines = built.scanlines;
+        scanlines[row * stride] = filter;
+        std::vector<PngChunk> chunks = split_chunks(built.png);
+        chunks[index_of(chunks, "IDAT")].payload = zlib_stored(scanlines);
+        CHECK_REJECTED(join_chunks(chunks), "filter type " + std::to_string(filter) + " on row " +
+                                                std::to_string(row) + ", colour type " +
+                                                std::to_string(color_type));
+      }
+    }
+  }
+}
+
+TEST(png_chunk_order_oddities_end_as_in_libspng) {
+  // Arrangements libspng accepts or refuses by its own rules; the fast path declines each and
+  // the outcome must be libspng's.
+  PngSpec spec;
+  spec.color_type = 2;
+  spec.width = 7;
+  spec.height = 3;
+  const BuiltPng rgb = build_png(spec);
+  spec.color_type = 3;
+  spec.palette_entries = 16;
+  spec.max_index = 15;
+  const BuiltPng palette = build_png(spec);
+  const std::vector<PngChunk> rgb_chunks = split_chunks(rgb.png);
+  const std::vector<PngChunk> palette_chunks = split_chunks(palette.png);
+  const PngChunk plte = palette_chunks[index_of(palette_chunks, "PLTE")];
+  const PngChunk trns_rgb = {"tRNS", {0, 1, 0, 2, 0, 3}};
+  const PngChunk bkgd_rgb = {"bKGD", {0, 1, 0, 2, 0, 3}};
+
+  struct Case {
+    std::string what;
+    std::vector<PngChunk> chunks;
+    bool libspng_decodes;
+  };
+  std::vector<Case> cases;
+  {
+    std::vector<PngChunk> c = rgb_chunks;  // a suggested palette after a valid tRNS
+    c.insert(c.begin() + 1, trns_rgb);
+    c.insert(c.begin() + 2, plte);
+    cases.push_back({"RGB: PLTE after tRNS", c, false});
+    c = rgb_chunks;
+    c.insert(c.begin() + 1, bkgd_rgb);
+    c.insert(c.begin() + 2, plte);
+    cases.push_back({"RGB: PLTE after bKGD", c, false});
+    c = palette_chunks;
+    c.insert(c.begin() + static_cast<std::ptrdiff_t>(index_of(c, "PLTE")) + 1, plte);
+    cases.push_back({"two PLTEs", c, true});
+    c = palette_chunks;
+    c.insert(c.end() - 1, plte);
+    cases.push_back({"PLTE again after the IDATs", c, true});
+    c = rgb_chunks;
+    c.insert(c.end() - 1, plte);
+    cases.push_back({"RGB: PLTE after the IDATs", c, true});
+    c = palette_chunks;  // tRNS before PLTE in a palette image: dropped by libspng
+    c.insert(c.begin() + 1, PngChunk{"tRNS", {1, 2}});
+    cases.push_back({"palette: tRNS before PLTE", c, true});
+  }
+  for (const Case& c : cases) {
+    const DecodeResult reference =
+        check_declined_and_as_libspng(join_chunks(c.chunks), c.what, __FILE__, __LINE__);
+    if (reference.decoded != c.libspng_decodes) {
+      olt::fail(__FILE__, __LINE__,
+                c.what + ": libspng " + (reference.decoded ? "decodes" : "refuses") + " it");
+    }
+  }
+  // A tRNS after PLTE, as Pillow writes transparency, keeps the fast path.
+  std::vector<PngChunk> c = palette_chunks;
+  c.insert(c.begin() + static_cast<std::ptrdiff_t>(index_of(c, "PLTE")) + 1, PngChunk{"tRNS", {0, 128, 255}});
+  CHECK(fast_outcome(join_chunks(c), small_image_limits()).pixels == palette.expected_rgb);
+}
+
+TEST(png_fast_path_every_truncation_is_an_error) {
+  PngSpec spec;
+  spec.color_type = 3;
+  spec.width = 14;
+  spec.height = 9;
+  spec.idat_bytes = 40;
+  spec.empty_idats = true;
+  spec.chunks_before = true;
+  spec.chunks_after = true;
+  const BuiltPng built = build_png(spec);
+  CHECK(fast_outcome(built.png, small_image_limits()).decoded);
+  Decoder decoder;
+  RgbImage out;
+  // As in png_every_truncation_is_an_error: only cuts inside IEND's CRC still decode.
+  const size_t iend_crc_offset = built.png.size() - 4;
+  for (size_t size = 8; size < built.png.size(); ++size) {
+    const Bytes prefix(built.png.begin(), built.png.begin() + static_cast<std::ptrdiff_t>(size));
+    const Outcome outcome = decode_outcome(decoder, prefix, ImageFormat::Png, small_image_limits(), out);
+    const Outcome expected = size >= iend_crc_offset ? Outcome::Decoded : Outcome::Validation;
+    if (outcome != expected) {
+      olt::fail(__FILE__, __LINE__, "prefix of " + std::to_string(size) + " bytes");
+      break;
+    }
+    if (outcome == Outcome::Decoded) CHECK(out.pixels == built.expected_rgb);
+  }
+}
+
+TEST(png_random_damage_ends_as_in_libspng) {
+  // A small differential fuzz: bytes flipped anywhere, or inside chunks with the CRCs fixed so
+  // that zlib, the filters and the chunk rules see the damage. Whatever libspng makes of each
+  // file, Decoder::decode must make the same (success with the same pixels, or an error).
+  std::vector<BuiltPng> bases;
+  const uint8_t color_types[] = {2, 3, 6, 0, 4};
+  for (int i = 0; i < 5; ++i) {
+    PngSpec spec;
+    spec.color_type = color_types[i];
+    spec.width = 12 + 5 * i;
+    spec.height = 6 + i;
+    spec.level = i == 0 ? -1 : 3 * i;
+    spec.idat_bytes = i % 2 == 0 ? 0 : 37;
+    spec.chunks_before = i % 2 == 1;
+    spec.chunks_after = i >= 3;
+    spec.palette_entries = 200;
+    spec.max_index = 220;
+    spec.seed = 600u + static_cast<uint32_t>(i);
+    bases.push_back(build_png(spec));
+  }
+  Lcg random{31337};
+  int compared = 0, decoded = 0;
+  for (int trial = 0; trial < 1500; ++trial) {
+    Bytes png = bases[static_cast<size_t>(trial) % bases.size()].png;
+    const int flips = 1 + static_cast<int>(random.below(3));
+    for (int f = 0; f < flips; ++f) {
+      const size_t at = 8 + random.below(static_cast<uint32_t>(png.size() - 8));
+      if (random.below(2) == 0) {
+        png[at] ^= static_cast<uint8_t>(1u << random.below(8));
+      } else {
+        png[at] = static_cast<uint8_t>(random.below(256));
+      }
+    }
+    if (trial % 3 != 0) fix_crcs(png);
+    const DecodeResult reference = libspng_result(png, small_image_limits());
+    const DecodeResult production = decoder_result(png, small_image_limits());
+    ++compared;
+    decoded += reference.decoded ? 1 : 0;
+    if (!(production == reference) || contains(production.error, "NOT VALIDATION")) {
+      olt::fail(__FILE__, __LINE__, "trial " + std::to_string(trial) + ": libspng " +
+                                        (reference.decoded ? "decodes" : reference.error) +
+                                        ", Decoder::decode " +
+                                        (production.decoded ? "decodes" : production.error));
+    }
+  }
+  CHECK_EQ(compared, 1500);
+  CHECK(decoded > 50);  // the damage is not all fatal: decoded images were compared too
+}
+
+namespace {
+
+// Writes DEFLATE's bit stream: values LSB first, Huffman codes MSB first.
+struct BitWriter {
+  Bytes bytes;
+  int used = 8;  // bits used in the last byte
+  void bit(int b) {
+    if (used == 8) {
+      bytes.push_back(0);
+      used = 0;
+    }
+    bytes.back() = static_cast<uint8_t>(bytes.back() | (b << used++));
+  }
+  void value(uint32_t v, int bits) {
+    for (int i = 0; i < bits; ++i) bit((v >> i) & 1);
+  }
+  void code(uint32_t c, int bits) {
+    for (int i = bits - 1; i >= 0; --i) bit((c >> i) & 1);
+  }
+  // A literal/length symbol in the fixed Huffman code.
+  void fixed_symbol(int symbol) {
+    if (symbol < 144) code(0x30 + static_cast<uint32_t>(symbol), 8);
+    else if (symbol < 256) code(0x190 + static_cast<uint32_t>(symbol - 144), 9);
+    else if (symbol < 280) code(static_cast<uint32_t>(symbol - 256), 7);
+    else code(0xc0 + static_cast<uint32_t>(symbol - 280), 8);
+  }
+};
+
+}  // namespace
+
+TEST(png_known_difference_libdeflate_accepts_rfc_invalid_length_symbols) {
+  // png_fast.cpp's one documented difference from libspng: libdeflate reads the reserved
+  // literal/length symbols 286 and 287 as a length of 258, where zlib stops with "invalid
+  // literal/length code". No encoder writes them; a stream that uses one in place of 285 still
+  // matches its Adler-32, and decodes on the fast path where libspng refuses it. If libdeflate
+  // ever rejects these, this test fails: the comment in png_fast.cpp must then go.
+  const size_t width = 300;
+  Bytes scanline(1 + width, 0);  // filter None, all black
+  for (int length_symbol : {285, 286, 287}) {
+    BitWriter bits;
+    bits.value(1, 1);  // BFINAL
+    bits.value(1, 2);  // fixed Huffman
+    bits.fixed_symbol(0);              // the filter byte
+    bits.fixed_symbol(0);              // the first sample
+    bits.fixed_symbol(length_symbol);  // 258 more (285, or a reserved one)
+    bits.code(0, 5);                   // distance 1
+    bits.fixed_symbol(273);            // 35 + 6 = 41 more: the row's 300
+    bits.value(6, 3);
+    bits.code(0, 5);
+    bits.fixed_symbol(256);            // end of block
+    Bytes z = {0x78, 0x01};
+    z.insert(z.end(), bits.bytes.begin(), bits.bytes.end());
+    append_u32_be(z, adler32_of(scanline));
+    const Bytes png = join_chunks({{"IHDR", ihdr_payload(width, 1, 8, 0)}, {"IDAT", z}, {"IEND", {}}});
+    const FastOutcome fast = fast_outcome(png, small_image_limits());
+    CHECK(fast.decoded);
+    if (!fast.decoded) olt::fail(__FILE__, __LINE__, "declined: " + fast.declined_because);
+    CHECK(fast.pixels == Bytes(width * 3, 0));
+    const DecodeResult reference = libspng_result(png, small_image_limits());
+    if (length_symbol == 285) {
+      CHECK(reference.decoded);
+    } else {
+      CHECK(!reference.decoded);
+      CHECK(contains(reference.error, "IDAT stream error"));
+    }
+  }
+}
+
+TEST(png_decoder_reuses_its_scratch_across_sizes_and_failures) {
+  // One PngDecoder through images of several sizes and layouts, failures in between: each
+  // result as from a fresh decoder.
+  openlookout::detail::PngDecoder decoder;
+  RgbImage out;
+  Lcg random{8};
+  for (int round = 0; round < 40; ++round) {
+    PngSpec spec;
+    const uint8_t color_types[] = {0, 2, 3, 4, 6};
+    spec.color_type = color_types[random.below(5)];
+    spec.width = 1 + static_cast<int>(random.below(300));
+    spec.height = 1 + static_cast<int>(random.below(30));
+    spec.idat_bytes = random.below(2) == 0 ? 0 : 50;
+    spec.seed = static_cast<uint32_t>(round);
+    BuiltPng built = build_png(spec);
+    if (round % 4 == 3) {
+      // A filter byte of 9 in the last row: the fast path inflates, unfilters, then declines.
+      Bytes scanlines = built.scanlines;
+      scanlines[scanlines.size() - static_cast<size_t>(spec.width * spec_channels(spec.color_type)) - 1] = 9;
+      std::vector<PngChunk> chunks = split_chunks(built.png);
+      std::vector<PngChunk> rebuilt;
+      for (auto& c : chunks) if (c.type != "IDAT") rebuilt.push_back(c);
+      rebuilt.insert(rebuilt.end() - 1, PngChunk{"IDAT", zlib_stored(scanlines)});
+      const Bytes png = join_chunks(rebuilt);
+      CHECK(!decoder.decode_fast(png.data(), png.size(), small_image_limits(), out).decoded);
+      continue;
+    }
+    CHECK(decoder.decode_fast(built.png.data(), built.png.size(), small_image_limits(), out).decoded);
+    CHECK(out.pixels == built.expected_rgb);
+    CHECK_EQ(out.width, spec.width);
+  }
 }
 
 // =============================================================================================

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from .client import client
 from .errors import (
     AccessDeniedException,
     ConflictException,
@@ -35,6 +36,7 @@ __all__ = [
     "ThrottlingException",
     "ValidationException",
     "__version__",
+    "client",
     "load_model",
     "read_manifest",
 ]

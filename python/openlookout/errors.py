@@ -7,7 +7,7 @@ builtin it corresponds to, so ``except ValueError`` catches bad input as callers
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
 __all__ = [
     "AccessDeniedException",
@@ -33,11 +33,48 @@ class OpenLookoutError(Exception):
         *,
         resource_id: str | None = None,
         resource_type: str | None = None,
+        retry_after: int | None = None,
+        quota_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.resource_id = resource_id
         self.resource_type = resource_type
+        # Seconds after which a retry may succeed: the HTTP `Retry-After` header of
+        # ThrottlingException and InternalServerException.
+        self.retry_after = retry_after
+        # Which limit was hit (ThrottlingException, ServiceQuotaExceededException).
+        self.quota_code = quota_code
+        # The L4V operation that failed ("DetectAnomalies", ...), set by openlookout.client().
+        self.operation_name: str | None = None
+
+    @property
+    def response(self) -> dict[str, Any]:
+        """The error as botocore's ``ClientError.response`` holds it, so that code written
+        against boto3 (``e.response["Error"]["Code"]``, ``e.response["ResourceType"]``) works
+        unchanged with :func:`openlookout.client`."""
+        headers = {"x-amzn-errortype": self.code}
+        if self.retry_after is not None:
+            headers["retry-after"] = str(self.retry_after)
+        response: dict[str, Any] = {
+            "Error": {"Code": self.code, "Message": self.message},
+            "ResponseMetadata": {
+                "HTTPStatusCode": self.http_status,
+                "HTTPHeaders": headers,
+                "RetryAttempts": 0,
+            },
+            "Message": self.message,
+        }
+        if self.resource_id is not None:
+            response["ResourceId"] = self.resource_id
+        if self.resource_type is not None:
+            response["ResourceType"] = self.resource_type
+        if self.retry_after is not None:
+            response["RetryAfterSeconds"] = self.retry_after
+        if self.quota_code is not None:
+            response["QuotaCode"] = self.quota_code
+            response["ServiceCode"] = "lookoutvision"
+        return response
 
 
 class ValidationException(OpenLookoutError, ValueError):

@@ -11,6 +11,11 @@ from .. import __version__
 
 # Command modules, in the order their commands appear in --help.
 _COMMAND_MODULES: list[str] = [
+    "detect",
+    "models",  # `models` and `info`
+    "anomalib",  # `anomalib-import`
+    "registry",  # `project ...` and `model ...`
+    "serve",  # `serve` and `aws-data-path`
 ]
 
 
