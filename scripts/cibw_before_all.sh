@@ -26,6 +26,7 @@ build_cmake() {  # build_cmake NAME [cmake args...]
   mkdir -p "$work/$name" && tar -xf "$archive" -C "$work/$name" --strip-components=1
   src="$work/$name"
   cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=$prefix \
+        -DCMAKE_POLICY_VERSION_MINIMUM=3.5 \
         -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DBUILD_SHARED_LIBS=OFF "$@"
   cmake --build "$src/build" -j "$jobs"
   cmake --install "$src/build"
@@ -34,7 +35,7 @@ build_cmake() {  # build_cmake NAME [cmake args...]
 yum install -y -q nasm pkgconfig zlib-devel cpio || true
 build_cmake libjpeg-turbo -DENABLE_SHARED=OFF -DENABLE_STATIC=ON -DWITH_TURBOJPEG=ON
 build_cmake libdeflate -DLIBDEFLATE_BUILD_SHARED_LIB=OFF -DLIBDEFLATE_BUILD_GZIP=OFF
-build_cmake libspng -DSPNG_SHARED=OFF -DSPNG_STATIC=ON -DBUILD_EXAMPLES=OFF
+build_cmake libspng -DSPNG_SHARED=ON -DSPNG_STATIC=ON -DBUILD_EXAMPLES=OFF  # its CMake needs the shared target
 build_cmake highway -DHWY_ENABLE_TESTS=OFF -DHWY_ENABLE_EXAMPLES=OFF -DHWY_ENABLE_CONTRIB=OFF
 
 deb=$(fetch onnxruntime-dev)

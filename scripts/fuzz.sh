@@ -164,13 +164,13 @@ if [ "${FUZZ_ATHERIS:-1}" != 0 ]; then
   atheris_seconds=$(( seconds / 3 > 10 ? seconds / 3 : 10 ))
   echo "== atheris: Model.detect for ${atheris_seconds}s"
   log=$build/atheris_detect.log
-  mkdir -p "$build/artifacts/atheris/"
+  mkdir -p "$build/artifacts/atheris/" "$build/corpus/atheris"
   if ! "$python" -c "import atheris" 2>/dev/null; then
     echo "fuzz: atheris is not installed (pip install atheris); skipped" >&2
     summary+=("atheris_detect: skipped (atheris not installed)")
   elif "$python" cpp/fuzz/atheris_detect.py -max_total_time="$atheris_seconds" -timeout=10 \
         -rss_limit_mb=4096 -max_len="$max_len" -artifact_prefix="$build/artifacts/atheris/" \
-        -print_final_stats=1 cpp/fuzz/corpus/fuzz_pipeline >"$log" 2>&1; then
+        -print_final_stats=1 "$build/corpus/atheris" cpp/fuzz/corpus/fuzz_pipeline >"$log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
     summary+=("atheris_detect: ${execs:-?} executions, no findings")
   else

@@ -2,28 +2,31 @@
 writes their model packages into ``python/openlookout/demo/models/``.
 
     pip install torch==2.13.0          # CPU build; a development tool, not a runtime dependency
-    python tools/train_demo.py         # both models, a few minutes each on 2 cores
+    python tools/train_demo.py         # both models: ~5 min of data, ~5 + ~1.5 min of training
     python tools/train_demo.py --model surface-seg --steps 1500
 
-* ``surface-seg``: a small U-Net, 3 classes (background, scratch, hole), logits at the input
-  resolution; the manifest upsamples them bilinearly to the image. Trained with cross-entropy
-  against soft targets (each defect's coverage of a model pixel) plus a soft Dice term, so thin
-  scratches are not drowned by the background.
+* ``surface-seg``: a small U-Net, 3 classes (background, scratch, hole), with a sub-pixel head that
+  gives logits at the input resolution; the manifest upsamples them bilinearly to the image.
+  Trained with cross-entropy against soft targets (each class's coverage of a model pixel), a soft
+  Dice term (so thin scratches are not drowned by the background) and a BCE term on the image-level
+  decision openlookout derives from the map (the largest defect-over-background margin).
 * ``surface-cls``: a small CNN that scores every 8x8 patch and takes the maximum as the image's
   anomaly logit (sigmoid in the manifest). Besides the image label it learns from which patches
-  hold a defect, which makes a few minutes of training enough.
+  hold a defect, which makes a couple of minutes of training enough.
 
 Both read the image as openlookout will: decoded (a share of the training images went through JPEG
 first), shrunk with the exact area filter of ``input.resize: area`` and normalised with the
-manifest's mean and std. Data come from ``tools/surfaces.py``: training split seed 1001,
-validation 1002 (only to pick the decision offset below); ``tools/evaluate_demo.py`` tests on seed
-3003. Runs are deterministic for a given seed on a given machine (single process, fixed seeds,
-deterministic algorithms).
+manifest's mean and std. Training uses random 128x128 crops of the 256x192 model input (the nets
+are fully convolutional), flips, transposes and a mild gain/offset jitter. Data come from
+``tools/surfaces.py``: training split seed 1001 (3000 images at 448x336 to 640x480), validation
+1002 (400, only to pick the decision offset below); ``tools/evaluate_demo.py`` tests on seed 3003.
+Generated splits are cached in ``--cache-dir``. Runs are deterministic for a given seed on a given
+machine (fixed seeds, deterministic algorithms), not bit-identical across CPUs.
 
-After training the background/normal decision is calibrated on the validation split: a constant
-added to the final bias moves the operating point so that false alarms on normal images and missed
-defects balance (the images' verdicts are what users act on), then the ONNX export is checked
-against PyTorch with onnxruntime and through ``openlookout.load_model``.
+After training the decision is calibrated on the validation split: a constant added to the final
+bias moves the operating point to the best image-level accuracy nearest the trained one (the
+images' verdicts are what users act on). Then the ONNX export (opset 17) is checked against
+PyTorch with onnxruntime and loaded through ``openlookout.load_model``.
 """
 
 from __future__ import annotations
@@ -358,12 +361,12 @@ def validation_scores(net: nn.Module, split: Split, task: str) -> np.ndarray:
 
 def balanced_offset(scores: np.ndarray, anomalous: np.ndarray) -> float:
     """The logit offset to subtract so that 0 sits where image-level accuracy on the validation
-    split is best; among equally good thresholds, the middle of the widest gap."""
+    split is best: of the best thresholds (midpoints between sorted scores), the one nearest 0."""
     candidates = np.unique(scores)
     midpoints = np.concatenate([[candidates[0] - 1], (candidates[1:] + candidates[:-1]) / 2])
     accuracy = np.array([np.mean((scores > t) == anomalous) for t in midpoints])
     best = np.flatnonzero(accuracy == accuracy.max())
-    # Prefer a threshold close to 0 among the best: the training already put it about there.
+    # The training already aimed the decision at 0: move it no further than needed.
     choice = best[np.argmin(np.abs(midpoints[best]))]
     print(
         f"  validation accuracy at logit 0: {np.mean((scores > 0) == anomalous):.4f}; "

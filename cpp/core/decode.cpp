@@ -114,6 +114,7 @@ void check_dimensions(int width, int height, const DecodeLimits& limits) {
 
 struct Decoder::State {
   detail::JpegDecoder jpeg;
+  detail::PngDecoder png;
 };
 
 Decoder::Decoder() : state_(std::make_unique<State>()) {}
@@ -125,7 +126,7 @@ void Decoder::decode(const uint8_t* data, size_t size, ImageFormat format,
   try {
     check_body(data, size, format, limits);
     if (format == ImageFormat::Png) {
-      detail::decode_png(data, size, limits, out);
+      state_->png.decode(data, size, limits, out);
     } else {
       state_->jpeg.decode(data, size, limits, out, scaling);
     }

@@ -103,10 +103,6 @@ constexpr size_t kSpngMaxCacheBytes = size_t{64} << 20;
 void decode_png_with_libspng(const uint8_t* data, size_t size, const DecodeLimits& limits,
                              RgbImage& out);
 
-// PngDecoder::decode with one decoder per thread (thread_local), for callers that keep no
-// per-worker PNG state.
-void decode_png(const uint8_t* data, size_t size, const DecodeLimits& limits, RgbImage& out);
-
 // Converts packed CMYK as a JPEG stores it to RGB exactly as Pillow does: Pillow always reads a
 // 4-component JPEG with Adobe's inverted polarity ("CMYK;I"), then converts CMYK to RGB with
 // r = (255 - k) - (c * (255 - k)) / 255, rounded its own way (see the definition).

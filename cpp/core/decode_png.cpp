@@ -107,11 +107,5 @@ void PngDecoder::decode(const uint8_t* data, size_t size, const DecodeLimits& li
   decode_png_with_libspng(data, size, limits, out);
 }
 
-void decode_png(const uint8_t* data, size_t size, const DecodeLimits& limits, RgbImage& out) {
-  // One per thread, as a worker owns its Decoder: the scratch is reused from image to image.
-  thread_local PngDecoder decoder;
-  decoder.decode(data, size, limits, out);
-}
-
 }  // namespace detail
 }  // namespace openlookout

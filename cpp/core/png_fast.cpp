@@ -23,12 +23,14 @@
 // the same way, so the pixels are identical (the tests compare both paths on every filter type,
 // layout and chunk arrangement).
 //
-// The one known difference: libdeflate (1.14, and still 1.25) accepts a few code points that
-// RFC 1951 rules out and zlib rejects: literal/length symbols 286 and 287 (read as length 258),
-// distance symbols 30 and 31 (as distance base 24577), a match with an empty distance code (as
-// distance 1), and more than 286/30 code lengths in a dynamic block header. No encoder writes
-// them, each decodes unambiguously, and the stream must still match its Adler-32; a file whose
-// image data uses one decodes here where libspng reports "IDAT stream error" (a test pins this).
+// The one known difference: libdeflate (1.14, and still 1.25) accepts a few things RFC 1951
+// rules out and zlib rejects: literal/length symbols 286 and 287 (read as length 258), distance
+// symbols 30 and 31 (as distance base 24577), a match in a block whose distance code is empty
+// (as distance 1), more than 286/30 codes in a dynamic block header, and a code length repeat
+// running past the last code. No encoder writes them, and the stream must still match its
+// Adler-32; a file whose image data uses one decodes here where libspng reports "IDAT stream
+// error". Two tests pin this (png_known_difference_*), and a differential fuzzer comparing with
+// libspng will meet it.
 #include <libdeflate.h>
 
 #include <cstdint>

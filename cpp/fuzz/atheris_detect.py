@@ -29,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import make_fuzz_model  # noqa: E402
+
 import openlookout  # noqa: E402
 
 # openlookout's modules (an editable install loads them through a custom finder, which

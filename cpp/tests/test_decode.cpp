@@ -1,7 +1,9 @@
 // Tests of the decode stage. Every fixture is made here (PNGs with libspng's encoder or by hand,
 // JPEGs with TurboJPEG), so the tests need no files. Bit-exactness against Pillow is checked
 // outside this suite; here each PNG must decode to exactly the RGB its samples define, and each
-// JPEG must round-trip within JPEG's tolerance.
+// JPEG must round-trip within JPEG's tolerance. The fast PNG path (png_fast.cpp) must take every
+// layout it covers and decode it exactly as libspng does, and leave every defective or unusual
+// file to libspng, so that Decoder::decode ends as libspng alone would.
 #include <libdeflate.h>
 #include <spng.h>
 #include <turbojpeg.h>
@@ -1741,6 +1743,45 @@ TEST(png_known_difference_libdeflate_accepts_rfc_invalid_length_symbols) {
       CHECK(contains(reference.error, "IDAT stream error"));
     }
   }
+}
+
+TEST(png_known_difference_libdeflate_accepts_a_match_without_distance_codes) {
+  // The same difference, as the mutation fuzzer met it: a dynamic Huffman block whose distance
+  // code is empty, yet with a match in it. libdeflate reads the match's distance as 1; zlib stops
+  // with "invalid distance code".
+  BitWriter bits;
+  bits.value(1, 1);   // BFINAL
+  bits.value(2, 2);   // dynamic Huffman
+  bits.value(1, 5);   // HLIT: 258 literal/length codes (0..257)
+  bits.value(0, 5);   // HDIST: 1 distance code
+  bits.value(14, 4);  // HCLEN: 18 code length codes, enough to reach symbol 1's slot
+  // Code length code lengths in their transmission order 16 17 18 0 8 7 9 6 10 5 11 4 12 3 13
+  // 2 14 1: symbols 0, 1, 2 and 18 get 2 bits each (codes 00, 01, 10, 11), the rest none.
+  const int order_lengths[18] = {0, 0, 2, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 2};
+  for (int length : order_lengths) bits.value(static_cast<uint32_t>(length), 3);
+  bits.code(1, 2);                      // literal 0: 1 bit
+  bits.code(3, 2);                      // zeros...
+  bits.value(127, 7);                   // ...138 of them (symbols 1..138)
+  bits.code(3, 2);
+  bits.value(106, 7);                   // 117 more (139..255)
+  bits.code(2, 2);                      // 256, end of block: 2 bits
+  bits.code(2, 2);                      // 257, length 3: 2 bits
+  bits.code(0, 2);                      // the only distance code: length 0, an empty code
+  bits.code(0, 1);                      // literal 0: the filter byte
+  bits.code(3, 2);                      // length 3...
+  bits.value(0, 1);                     // ...at a distance from the empty code
+  bits.code(2, 2);                      // end of block
+  const Bytes scanline(4, 0);           // filter None, three black samples
+  Bytes z = {0x78, 0x01};
+  z.insert(z.end(), bits.bytes.begin(), bits.bytes.end());
+  append_u32_be(z, adler32_of(scanline));
+  const Bytes png = join_chunks({{"IHDR", ihdr_payload(3, 1, 8, 0)}, {"IDAT", z}, {"IEND", {}}});
+  const FastOutcome fast = fast_outcome(png, small_image_limits());
+  CHECK(fast.decoded);
+  CHECK(fast.pixels == Bytes(9, 0));
+  const DecodeResult reference = libspng_result(png, small_image_limits());
+  CHECK(!reference.decoded);
+  CHECK(contains(reference.error, "IDAT stream error"));
 }
 
 TEST(png_decoder_reuses_its_scratch_across_sizes_and_failures) {

@@ -464,9 +464,13 @@ def run(args: argparse.Namespace) -> int:
     )
 
     def emit(line: str, stream: TextIO) -> None:
-        progress.clear()
+        # Only a line bound for the terminal would land in the middle of the bar.
+        on_terminal = stream.isatty()
+        if on_terminal:
+            progress.clear()
         print(line, file=stream, flush=True)
-        progress.redraw()
+        if on_terminal:
+            progress.redraw()
 
     if table is not None:
         emit(table.header(), stdout)

@@ -9,9 +9,10 @@ Both were trained on generated images of brushed metal, woven fabric and moulded
 the README. They are demos: they know those surfaces and those two defects, nothing else.
 
 >>> from openlookout import demo, load_model
->>> model = load_model(demo.demo_model_path())
->>> [model.detect(p.read_bytes(), "image/png")["IsAnomalous"]
-...  for p in demo.sample_images() if p.suffix == ".png"]
+>>> model = load_model(demo.demo_model_path())          # "surface-seg"
+>>> sample = demo.SAMPLES_DIR / "metal_hole.jpg"
+>>> model.detect(sample.read_bytes(), "image/jpeg")["IsAnomalous"]
+True
 """
 
 from __future__ import annotations
