@@ -96,8 +96,9 @@ def workload() -> tuple[list, list]:
 
 def run(model, case):
     _, payload, content_type = case
-    return model.detect_array(payload) if content_type is None else model.detect(payload,
-                                                                                  content_type)
+    return (
+        model.detect_array(payload) if content_type is None else model.detect(payload, content_type)
+    )
 
 
 def soak(iterations: int, threads: int) -> dict:

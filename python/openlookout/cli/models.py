@@ -372,10 +372,12 @@ def _print_description(d: dict[str, Any]) -> None:
         )
     )
     i = d["input"]
+    own_size = i["resize"] == "none"
+    fed_at = "each image at its own size" if own_size else f"{i['width']}x{i['height']}"
     lines.append(
         (
             "input",
-            f"{i['name'] or '(the only input)'}: {i['width']}x{i['height']} {i['layout']} "
+            f"{i['name'] or '(the only input)'}: {fed_at} {i['layout']} "
             f"{i['color']}, resize {i['resize']}, scale {i['scale']:g}, mean "
             f"{_numbers(i['mean'])}, std {_numbers(i['std'])}",
         )
@@ -384,7 +386,9 @@ def _print_description(d: dict[str, Any]) -> None:
     lines.append(
         (
             "image size",
-            f"{size['width']}x{size['height']} only" if size else "any (resized to the input)",
+            f"{size['width']}x{size['height']} only"
+            if size
+            else "any" + ("" if i["resize"] == "none" else " (resized to the input)"),
         )
     )
     if "classification" in d:
