@@ -4,10 +4,14 @@ botocore with openlookout's service description) and a boto3 client factory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import builders
 import imagegen
@@ -116,3 +120,25 @@ def run_sample(
 def expected_result(package: Path, body: bytes) -> dict:
     """What DetectAnomalies must answer: the native model's own result."""
     return openlookout.load_model(package).detect(body, "image/png")
+
+
+@contextlib.contextmanager
+def hosted_classifier_server(
+    tmp_path_factory: Any, prefix: str, **server_options: Any
+) -> Iterator[Any]:
+    """A real server on a loopback port with project "p" version 1 (a small classifier)
+    imported and HOSTED; ``server_options`` go to ServerConfig."""
+    from openlookout.server import ServerConfig, running_server
+
+    home = tmp_path_factory.mktemp(f"{prefix}-home")
+    package = write_classification_package(tmp_path_factory.mktemp(f"{prefix}-pkg") / "cls")
+    lookout = openlookout.client(home)
+    lookout.create_project(ProjectName="p")
+    lookout.import_model(ProjectName="p", Package=package)
+    with running_server(ServerConfig(port=0, home=home, **server_options)) as running:
+        running.client.start_model(ProjectName="p", ModelVersion="1", MinInferenceUnits=1)
+        deadline = time.monotonic() + 30
+        while running.client.hosting.get("p", 1).status != "HOSTED":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield running

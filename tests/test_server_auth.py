@@ -10,7 +10,6 @@ import http.client
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 from botocore.auth import SigV4Auth
@@ -19,25 +18,20 @@ from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
 import openlookout
-from l4v_support import boto3_client, pinned_botocore_env, sample_pngs, write_classification_package
-from openlookout.server import ServerConfig, running_server, sigv4
+from l4v_support import (
+    boto3_client,
+    hosted_classifier_server,
+    pinned_botocore_env,
+    sample_pngs,
+)
+from openlookout.server import sigv4
 
 KEYS = {"AKIDOPENLOOKOUT": "correct-horse-battery"}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("auth-home")
-    package = write_classification_package(tmp_path_factory.mktemp("auth-pkg") / "cls")
-    lookout = openlookout.client(home)
-    lookout.create_project(ProjectName="p")
-    lookout.import_model(ProjectName="p", Package=package)
-    with running_server(ServerConfig(port=0, home=home, auth_keys=KEYS)) as running:
-        running.client.start_model(ProjectName="p", ModelVersion="1", MinInferenceUnits=1)
-        deadline = time.monotonic() + 30
-        while running.client.hosting.get("p", 1).status != "HOSTED":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+    with hosted_classifier_server(tmp_path_factory, "auth", auth_keys=KEYS) as running:
         yield running
 
 

@@ -19,26 +19,20 @@ import pytest
 from botocore.exceptions import ClientError
 
 import openlookout
-from l4v_support import boto3_client, sample_pngs, write_classification_package
+from l4v_support import (
+    boto3_client,
+    hosted_classifier_server,
+    sample_pngs,
+    write_classification_package,
+)
 from openlookout.cli import main as cli_main
-from openlookout.server import ServerConfig, running_server
 
 LIMIT = 50_000
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("limits-home")
-    package = write_classification_package(tmp_path_factory.mktemp("limits-pkg") / "cls")
-    lookout = openlookout.client(home)
-    lookout.create_project(ProjectName="p")
-    lookout.import_model(ProjectName="p", Package=package)
-    with running_server(ServerConfig(port=0, home=home, max_body_bytes=LIMIT)) as running:
-        running.client.start_model(ProjectName="p", ModelVersion="1", MinInferenceUnits=1)
-        deadline = time.monotonic() + 30
-        while running.client.hosting.get("p", 1).status != "HOSTED":
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+    with hosted_classifier_server(tmp_path_factory, "limits", max_body_bytes=LIMIT) as running:
         yield running
 
 
