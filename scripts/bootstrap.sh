@@ -3,7 +3,8 @@
 # Idempotent: re-running it is cheap and changes nothing that is already in place.
 #
 #   1. Debian packages: compilers (gcc; clang and its libFuzzer/sanitizer runtimes for
-#      scripts/fuzz.sh), libjpeg-turbo (TurboJPEG), libspng, zlib, libdeflate, Highway.
+#      scripts/fuzz.sh), libjpeg-turbo (libjpeg for the core, TurboJPEG for the C++ tests'
+#      fixtures), libspng, zlib, libdeflate, Highway.
 #   2. ONNX Runtime C API headers. Bookworm has none, so they are taken from Debian trixie's
 #      libonnxruntime-dev (ORT_API_VERSION 21) with `apt-get download` through a one-off sources
 #      list, and only its headers are unpacked (dpkg -x); no trixie library is installed.
@@ -23,11 +24,13 @@ ort_dir=${OPENLOOKOUT_ORT_HEADERS:-$here/third_party/onnxruntime}
 pinned_botocore=${OPENLOOKOUT_PINNED_BOTOCORE:-$here/third_party/botocore-1.40.60}
 python=${PYTHON:-python3}
 
-apt_packages=(build-essential pkg-config libturbojpeg0-dev libspng-dev zlib1g-dev libdeflate-dev libhwy-dev)
+apt_packages=(build-essential pkg-config libjpeg62-turbo-dev libturbojpeg0-dev libspng-dev zlib1g-dev libdeflate-dev libhwy-dev)
 # scripts/fuzz.sh: clang with libFuzzer and the sanitizer runtimes (-fsanitize=fuzzer,address,
 # undefined), which bookworm ships in libclang-rt-14-dev (only recommended by clang, and
 # recommends are not installed here).
 apt_packages+=(clang libclang-rt-14-dev)
+# scripts/valgrind.sh: the C++ tests under memcheck (leaks and uninitialised reads).
+apt_packages+=(valgrind)
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 

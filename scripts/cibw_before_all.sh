@@ -33,7 +33,8 @@ build_cmake() {  # build_cmake NAME [cmake args...]
 }
 
 yum install -y -q nasm pkgconfig zlib-devel cpio || true
-build_cmake libjpeg-turbo -DENABLE_SHARED=OFF -DENABLE_STATIC=ON -DWITH_TURBOJPEG=ON
+# The core uses libjpeg (libjpeg.a, libjpeg.pc); TurboJPEG only makes the C++ tests' fixtures.
+build_cmake libjpeg-turbo -DENABLE_SHARED=OFF -DENABLE_STATIC=ON -DWITH_TURBOJPEG=OFF
 build_cmake libdeflate -DLIBDEFLATE_BUILD_SHARED_LIB=OFF -DLIBDEFLATE_BUILD_GZIP=OFF
 build_cmake libspng -DSPNG_SHARED=ON -DSPNG_STATIC=ON -DBUILD_EXAMPLES=OFF  # its CMake needs the shared target
 build_cmake highway -DHWY_ENABLE_TESTS=OFF -DHWY_ENABLE_EXAMPLES=OFF -DHWY_ENABLE_CONTRIB=OFF

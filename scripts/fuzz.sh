@@ -42,7 +42,7 @@ deps=${FUZZ_DEPS_DIR:-$root/build/fuzz-deps}
 build_instrumented_deps() {
   local work=$deps/work prefix=$deps/prefix cc=${FUZZ_CC:-clang}
   local flags="-O2 -g -fsanitize=fuzzer-no-link,address -fno-omit-frame-pointer -fPIC"
-  [ -f "$prefix/lib/libturbojpeg.a" ] && [ -f "$prefix/lib/libspng.a" ] && return 0
+  [ -f "$prefix/lib/libjpeg.a" ] && [ -f "$prefix/lib/libspng.a" ] && return 0
   rm -rf "$deps" && mkdir -p "$work/lists/partial" "$work/archives/partial" "$work/parts" \
     "$work/src" "$prefix/lib/pkgconfig" "$prefix/include"
   cat > "$work/parts/src.sources" <<SRC
@@ -71,22 +71,24 @@ SRC
   cp "$work/libspng/spng/spng.h" "$prefix/include/"
   printf 'prefix=%s\nName: spng\nDescription: libspng (fuzzing build)\nVersion: 0.7.3\nLibs: -L${prefix}/lib -lspng -lz -lm\nCflags: -I${prefix}/include\n' \
     "$prefix" > "$prefix/lib/pkgconfig/spng.pc"
-  # libjpeg-turbo without SIMD (its assembly would be invisible to the instrumentation).
+  # libjpeg-turbo's libjpeg (what the core links; TurboJPEG only makes the C++ tests' fixtures),
+  # without SIMD (its assembly would be invisible to the instrumentation).
   CC=$cc CFLAGS="$flags" cmake -S "$work/libjpeg-turbo" -B "$work/libjpeg-turbo/build" -G Ninja \
     -DCMAKE_POLICY_VERSION_MINIMUM=3.5 -DCMAKE_BUILD_TYPE=None -DENABLE_SHARED=OFF \
-    -DENABLE_STATIC=ON -DWITH_TURBOJPEG=ON -DWITH_SIMD=0 -Wno-dev >/dev/null 2>&1
-  cmake --build "$work/libjpeg-turbo/build" -j "$jobs" --target turbojpeg-static >/dev/null
-  cp "$work/libjpeg-turbo/build/libturbojpeg.a" "$prefix/lib/"
-  cp "$work/libjpeg-turbo/turbojpeg.h" "$prefix/include/"
-  printf 'prefix=%s\nName: libturbojpeg\nDescription: TurboJPEG (fuzzing build)\nVersion: 2.1.5\nLibs: -L${prefix}/lib -lturbojpeg\nCflags: -I${prefix}/include\n' \
-    "$prefix" > "$prefix/lib/pkgconfig/libturbojpeg.pc"
+    -DENABLE_STATIC=ON -DWITH_TURBOJPEG=OFF -DWITH_SIMD=0 -Wno-dev >/dev/null 2>&1
+  cmake --build "$work/libjpeg-turbo/build" -j "$jobs" --target jpeg-static >/dev/null
+  cp "$work/libjpeg-turbo/build/libjpeg.a" "$prefix/lib/"
+  cp "$work/libjpeg-turbo/build/jconfig.h" "$work/libjpeg-turbo/jpeglib.h" \
+    "$work/libjpeg-turbo/jmorecfg.h" "$work/libjpeg-turbo/jerror.h" "$prefix/include/"
+  printf 'prefix=%s\nName: libjpeg\nDescription: libjpeg-turbo libjpeg API (fuzzing build)\nVersion: 2.1.5\nLibs: -L${prefix}/lib -ljpeg\nCflags: -I${prefix}/include\n' \
+    "$prefix" > "$prefix/lib/pkgconfig/libjpeg.pc"
 }
 deps_note="system libspng/libjpeg-turbo (uninstrumented)"
 if [ "${FUZZ_INSTRUMENT_DEPS:-1}" != 0 ]; then
   echo "== instrumented libspng and libjpeg-turbo ($deps)"
   if build_instrumented_deps; then
     export PKG_CONFIG_PATH=$deps/prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}
-    deps_note="instrumented libspng 0.7.3 and libjpeg-turbo 2.1.5 (no SIMD)"
+    deps_note="instrumented libspng 0.7.3 and libjpeg-turbo 2.1.5's libjpeg (no SIMD)"
   else
     echo "fuzz: could not build instrumented dependencies; using the system libraries" >&2
     rm -rf "$deps"

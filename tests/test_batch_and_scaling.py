@@ -60,7 +60,8 @@ def test_fast_jpeg_scaling_keeps_full_size_and_stays_close(seg):
     assert abs(sum(a["PixelAnomaly"]["TotalPercentageArea"] for a in got["Anomalies"]) - 1) < 1e-6
     assert abs(got["Confidence"] - want["Confidence"]) < 0.05
     changed = np.mean(
-        (np.asarray(mask) != np.asarray(Image.open(io.BytesIO(want["AnomalyMask"])))).any(-1))
+        (np.asarray(mask) != np.asarray(Image.open(io.BytesIO(want["AnomalyMask"])))).any(-1)
+    )
     assert changed < 0.05
 
 
@@ -86,9 +87,11 @@ def test_fast_jpeg_scaling_from_manifest_and_validation(seg, tmp_path):
     body = _jpeg(imagegen.natural_rgb(1200, 900, 7))
     from_manifest = openlookout.load_model(pkg).detect(body, "image/jpeg")
     assert from_manifest == openlookout.load_model(seg.path, fast_jpeg_scaling=True).detect(
-        body, "image/jpeg")
+        body, "image/jpeg"
+    )
     assert openlookout.load_model(pkg, fast_jpeg_scaling=False).detect(
-        body, "image/jpeg") == openlookout.load_model(seg.path).detect(body, "image/jpeg")
+        body, "image/jpeg"
+    ) == openlookout.load_model(seg.path).detect(body, "image/jpeg")
     manifest["input"]["fast_jpeg_scaling"] = "yes"
     (pkg / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(openlookout.ValidationException, match=r"input\.fast_jpeg_scaling"):

@@ -286,6 +286,37 @@ def test_model_that_does_not_load_is_exit_status_2(tmp_path):
     assert proc.stdout == ""
 
 
+def test_limits_and_io_binding_options_reach_the_model():
+    # Each sample is 512x384: a max_side of 400 refuses every one, 600 none.
+    tight = run_cli("detect", "--json", "--limit", "max_side=400", *SAMPLES)
+    loose = run_cli("detect", "--json", "--limit", "max_side=600", "--io-binding", "on", *SAMPLES)
+    assert tight.returncode == 1, tight.stderr
+    assert loose.returncode == 0, loose.stderr
+    for line in tight.stdout.splitlines():
+        assert json.loads(line)["Error"]["Code"] == "ValidationException", line
+        assert "max_side" in line
+    assert [json.loads(line)["DetectAnomalyResult"] for line in loose.stdout.splitlines()] == [
+        json.loads(line)["DetectAnomalyResult"]
+        for line in run_cli("detect", "--json", *SAMPLES).stdout.splitlines()
+    ]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--limit", "bogus=1"],
+        ["--limit", "max_side"],
+        ["--limit", "max_side=big"],
+        ["--limit", "jpeg_max_scans=0"],
+    ],
+)
+def test_bad_model_options_are_exit_status_2(option):
+    proc = run_cli("detect", *option, SAMPLES[0])
+    assert proc.returncode == 2
+    assert "ValidationException" in proc.stderr
+    assert proc.stdout == ""
+
+
 def test_progress_bar_on_request():
     proc = run_cli("detect", "--progress", "always", "--json", *SAMPLES)
     assert proc.returncode == 0

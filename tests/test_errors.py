@@ -114,6 +114,13 @@ def test_wrong_content_type(model, png, ctype):
         assert ctype in msg, msg
 
 
+@pytest.mark.parametrize("ctype", ["image/p\udcffng", "image/pngé", "image/png\x00", "image/\tpng"])
+def test_non_ascii_or_control_content_type(model, png, ctype):
+    # Not the core's TypeError for a lone surrogate, nor its "?"-mangled echo of the text.
+    msg = expect_validation(lambda: model.detect(png, ctype), r"content.?type", r"image/png")
+    assert repr(ctype) in msg, msg
+
+
 def test_png_bytes_declared_jpeg(model, png):
     expect_validation(lambda: model.detect(png, "image/jpeg"), r"jpe?g")
 

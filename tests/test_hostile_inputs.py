@@ -217,8 +217,15 @@ def test_corpus_files_decode_like_pillow_or_are_refused(fingerprint_packages, tm
         else:
             assert r["outcome"] == "decoded", r
     names = set(files)
-    for expected in ("arithmetic.jpg", "arithmetic_progressive.jpg", "ycck.jpg", "cmyk_adobe.jpg",
-                     "sample_411.jpg", "palette8_trns_16x12.png", "rgba16_interlaced_16x12.png"):
+    for expected in (
+        "arithmetic.jpg",
+        "arithmetic_progressive.jpg",
+        "ycck.jpg",
+        "cmyk_adobe.jpg",
+        "sample_411.jpg",
+        "palette8_trns_16x12.png",
+        "rgba16_interlaced_16x12.png",
+    ):
         assert expected in names, f"the corpus lost {expected} (re-run cpp/fuzz/make_corpus.py)"
 
 
@@ -244,15 +251,18 @@ def test_truncation_at_every_offset(fingerprint_packages, tmp_path):
     cases = []
     for name in TRUNCATION_FILES:
         body = files[name]
-        cases += [(f"{name}[:{n}]", body[:n], content_type_of(name), "exact", 1)
-                  for n in range(len(body))]
+        cases += [
+            (f"{name}[:{n}]", body[:n], content_type_of(name), "exact", 1) for n in range(len(body))
+        ]
     large = imagegen.png_bytes(imagegen.natural_rgb(300, 200, 5))
     large_jpeg = imagegen.jpeg_bytes(
         Image.fromarray(imagegen.natural_rgb(300, 200, 6)), progressive=True
     )
     rng = np.random.default_rng(2024)
-    for name, body, ct in (("large.png", large, "image/png"), ("large.jpg", large_jpeg,
-                                                                 "image/jpeg")):
+    for name, body, ct in (
+        ("large.png", large, "image/png"),
+        ("large.jpg", large_jpeg, "image/jpeg"),
+    ):
         offsets = sorted(set(rng.integers(0, len(body), 150).tolist()) | {len(body) - 1})
         cases += [(f"{name}[:{n}]", body[:n], ct, "exact", 1) for n in offsets]
     results = run_cases(fingerprint_packages, cases, tmp_path)
@@ -341,8 +351,10 @@ def test_empty_and_one_pixel_bodies(fingerprint_packages, tmp_path):
     files = corpus_files("fuzz_png", "fuzz_jpeg")
     ones = {n: b for n, b in files.items() if re.search(r"_1x1[._]", n)}
     assert len(ones) >= 5, sorted(ones)
-    cases = [("empty png", b"", "image/png", "exact", 1), ("empty jpeg", b"", "image/jpeg",
-                                                           "exact", 1)]
+    cases = [
+        ("empty png", b"", "image/png", "exact", 1),
+        ("empty jpeg", b"", "image/jpeg", "exact", 1),
+    ]
     cases += [(n, b, content_type_of(n), "exact", 1) for n, b in ones.items()]
     # With the default min_side (64) the same 1x1 images are refused for their size.
     cases += [(f"{n} min_side=64", b, content_type_of(n), "exact", 64) for n, b in ones.items()]
@@ -382,8 +394,13 @@ def test_images_at_the_size_limit(fingerprint_packages, tmp_path):
         ("4096x1 png", imagegen.png_bytes(_pattern(4096, 1)), "image/png", "exact", 1),
         ("1x4096 png", imagegen.png_bytes(_pattern(1, 4096)), "image/png", "exact", 1),
         ("4097x64 png", imagegen.png_bytes(_pattern(4097, 64)), "image/png", "exact", 1),
-        ("64x4097 jpeg", imagegen.jpeg_bytes(Image.fromarray(_pattern(64, 4097))), "image/jpeg",
-         "exact", 1),
+        (
+            "64x4097 jpeg",
+            imagegen.jpeg_bytes(Image.fromarray(_pattern(64, 4097))),
+            "image/jpeg",
+            "exact",
+            1,
+        ),
     ]
     results = run_cases(fingerprint_packages, cases, tmp_path)
     for r in results:
@@ -398,8 +415,11 @@ def test_progressive_scan_limits(fingerprint_packages, tmp_path):
     """Many-scan progressive JPEGs (valid files, spliced by cpp/fuzz/make_corpus.py): up to the
     scan budget they decode exactly; past it they are refused before decoding, in milliseconds."""
     files = limit_files()
-    cases = [(n, b, "image/jpeg", "sampled" if "4096" in n else "exact", 1)
-             for n, b in files.items() if n.endswith(".jpg")]
+    cases = [
+        (n, b, "image/jpeg", "sampled" if "4096" in n else "exact", 1)
+        for n, b in files.items()
+        if n.endswith(".jpg")
+    ]
     results = run_cases(fingerprint_packages, cases, tmp_path)
     for r in results:
         if "over" in r["name"]:

@@ -27,6 +27,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 LIMITS = os.path.join(ROOT, "cpp", "fuzz", "limits")
 
+
 def _can_reset_peak_rss() -> bool:
     try:
         with open("/proc/self/clear_refs", "w") as f:
@@ -117,8 +118,13 @@ def chunk(kind: bytes, data: bytes) -> bytes:
     return imagegen.png_chunk(kind, data)
 
 
-def small_png(extra: list[bytes], width: int = 64, height: int = 64, idat: bytes | None = None,
-              after_idat: list[bytes] = ()) -> bytes:
+def small_png(
+    extra: list[bytes],
+    width: int = 64,
+    height: int = 64,
+    idat: bytes | None = None,
+    after_idat: list[bytes] = (),
+) -> bytes:
     raw = (b"\x00" + bytes(3 * width)) * height
     return (
         imagegen.PNG_SIGNATURE
@@ -147,9 +153,14 @@ def test_oversized_headers_refused_without_allocating(package, tmp_path):
         ("png 100000x100000", imagegen.huge_ihdr_png(100000, 100000), "image/png"),
         ("png 4097x4097", imagegen.huge_ihdr_png(4097, 4097), "image/png"),
         ("png 2^31-1 square", imagegen.huge_ihdr_png(2**31 - 1, 2**31 - 1), "image/png"),
-        ("png 4097x4096 16-bit rgba", imagegen.PNG_SIGNATURE
-         + imagegen.png_ihdr(4097, 4096, 16, 6) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-         + chunk(b"IEND", b""), "image/png"),
+        (
+            "png 4097x4096 16-bit rgba",
+            imagegen.PNG_SIGNATURE
+            + imagegen.png_ihdr(4097, 4096, 16, 6)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+            + chunk(b"IEND", b""),
+            "image/png",
+        ),
         ("jpeg 60000x60000", imagegen.patch_jpeg_size(jpeg, 60000, 60000), "image/jpeg"),
         ("jpeg 65535x65535", imagegen.patch_jpeg_size(jpeg, 65535, 65535), "image/jpeg"),
         ("jpeg 4097x4097", imagegen.patch_jpeg_size(jpeg, 4097, 4097), "image/jpeg"),
@@ -173,23 +184,37 @@ def test_png_chunk_bombs_refused_quickly(package, tmp_path):
     tiny = chunk(b"prVt", b"")  # 12 bytes
     cases = [
         ("zTXt bomb", small_png([chunk(b"zTXt", b"Comment\x00\x00" + bomb)]), "image/png"),
-        ("iTXt bomb", small_png([chunk(b"iTXt", b"Comment\x00\x01\x00\x00\x00" + bomb)]),
-         "image/png"),
+        (
+            "iTXt bomb",
+            small_png([chunk(b"iTXt", b"Comment\x00\x01\x00\x00\x00" + bomb)]),
+            "image/png",
+        ),
         ("iCCP bomb", small_png([chunk(b"iCCP", b"icc\x00\x00" + bomb)]), "image/png"),
-        ("zTXt bomb after IDAT", small_png([], after_idat=[chunk(b"zTXt", b"C\x00\x00" + bomb)]),
-         "image/png"),
+        (
+            "zTXt bomb after IDAT",
+            small_png([], after_idat=[chunk(b"zTXt", b"C\x00\x00" + bomb)]),
+            "image/png",
+        ),
         ("IDAT inflating to 1 GiB", small_png([], idat=bomb), "image/png"),
-        ("chunk length past the end", small_png([struct.pack(">I", 0x7FFFFFF0) + b"tEXt"
-                                                 + b"k\x00v"]), "image/png"),
+        (
+            "chunk length past the end",
+            small_png([struct.pack(">I", 0x7FFFFFF0) + b"tEXt" + b"k\x00v"]),
+            "image/png",
+        ),
         ("700k tiny chunks", small_png([tiny * ((7 * MIB) // len(tiny))]), "image/png"),
-        ("60k tEXt chunks", small_png([chunk(b"tEXt", b"k%d\x00v" % i) for i in range(60000)]),
-         "image/png"),
+        (
+            "60k tEXt chunks",
+            small_png([chunk(b"tEXt", b"k%d\x00v" % i) for i in range(60000)]),
+            "image/png",
+        ),
     ]
     assert all(len(c[1]) <= 8 * MIB for c in cases)
     results = measure(package, cases, tmp_path)
     for name, r in results.items():
-        print(f"{name}: {r['outcome']} in {r['seconds'] * 1000:.1f} ms, peak RSS "
-              f"+{r['peak_mib']:.1f} MiB ({r['detail'][:70]})")
+        print(
+            f"{name}: {r['outcome']} in {r['seconds'] * 1000:.1f} ms, peak RSS "
+            f"+{r['peak_mib']:.1f} MiB ({r['detail'][:70]})"
+        )
         assert r["outcome"] in ("validation", "decoded"), r
         assert r["seconds"] < 2.0, r
         assert r["peak_mib"] < 96, f"{name}: peak RSS rose by {r['peak_mib']:.1f} MiB"
@@ -204,8 +229,7 @@ def test_body_size_limit_before_decoding(package, tmp_path):
     rgb = np.random.default_rng(3).integers(0, 256, (1100, 1100, 3), dtype=np.uint8)
     body = imagegen.png_bytes(rgb, compress_level=1)
     assert MIB < len(body) <= 8 * MIB
-    results = measure(package, [("big body", body, "image/png")], tmp_path,
-                      max_body_bytes=MIB)
+    results = measure(package, [("big body", body, "image/png")], tmp_path, max_body_bytes=MIB)
     r = results["big body"]
     assert r["outcome"] == "validation", r
     assert "max_body_bytes" in r["detail"], r

@@ -19,8 +19,16 @@ SOAK = os.path.join(ROOT, "tools", "soak.py")
 @pytest.mark.parametrize("threads", [1, 4])
 def test_rss_flat_over_thousands_of_detections(threads):
     proc = subprocess.run(
-        [sys.executable, SOAK, "--iterations", "4000", "--threads", str(threads),
-         "--max-drift-mib", "4"],
+        [
+            sys.executable,
+            SOAK,
+            "--iterations",
+            "4000",
+            "--threads",
+            str(threads),
+            "--max-drift-mib",
+            "4",
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -61,6 +61,22 @@ void bind_pipeline(py::module_& m) {
   py::enum_<Task>(m, "Task")
       .value("classification", Task::Classification)
       .value("segmentation", Task::Segmentation);
+  py::enum_<IoBindingMode>(m, "IoBindingMode")
+      .value("auto", IoBindingMode::Auto)
+      .value("on", IoBindingMode::On)
+      .value("off", IoBindingMode::Off);
+
+  // Field for field DecodeLimits (decode.h); the defaults live there alone.
+  py::class_<DecodeLimits>(m, "DecodeLimits")
+      .def(py::init<>())
+      .def_readwrite("min_side", &DecodeLimits::min_side)
+      .def_readwrite("max_side", &DecodeLimits::max_side)
+      .def_readwrite("max_body_bytes", &DecodeLimits::max_body_bytes)
+      .def_readwrite("png_max_chunk_bytes", &DecodeLimits::png_max_chunk_bytes)
+      .def_readwrite("png_max_ancillary_bytes", &DecodeLimits::png_max_ancillary_bytes)
+      .def_readwrite("jpeg_max_markers", &DecodeLimits::jpeg_max_markers)
+      .def_readwrite("jpeg_max_scans", &DecodeLimits::jpeg_max_scans)
+      .def_readwrite("jpeg_max_scan_pixels", &DecodeLimits::jpeg_max_scan_pixels);
 
   py::class_<PipelineConfig>(m, "PipelineConfig")
       .def(py::init<>())
@@ -73,6 +89,8 @@ void bind_pipeline(py::module_& m) {
       .def_readwrite("has_segmentation", &PipelineConfig::has_segmentation)
       .def_readwrite("fast_jpeg_scaling", &PipelineConfig::fast_jpeg_scaling)
       .def_readwrite("original_size", &PipelineConfig::original_size)
+      .def_property("io_binding", [](const PipelineConfig& c) { return c.session.io_binding; },
+                    [](PipelineConfig& c, IoBindingMode mode) { c.session.io_binding = mode; })
       // Flattened setters: the nested structs are plain data, set field by field from Python.
       .def("set_input", [](PipelineConfig& c, int width, int height, Layout layout, ColorOrder color,
                            ResizeMode resize, float scale, std::array<float, 3> mean,
@@ -96,9 +114,7 @@ void bind_pipeline(py::module_& m) {
                           std::move(colors)};
       }, py::arg("output"), py::arg("activation"), py::arg("threshold"), py::arg("upsample"),
          py::arg("label_colors"), py::arg("activation_is_default"))
-      .def("set_limits", [](PipelineConfig& c, int min_side, int max_side, size_t max_body_bytes) {
-        c.limits = {min_side, max_side, max_body_bytes};
-      }, py::arg("min_side"), py::arg("max_side"), py::arg("max_body_bytes"))
+      .def_readwrite("limits", &PipelineConfig::limits)
       .def("set_session", [](PipelineConfig& c, int intra_op_threads, int inter_op_threads,
                              std::vector<std::pair<std::string, std::vector<std::pair<std::string, std::string>>>> providers) {
         c.session.intra_op_threads = intra_op_threads;
@@ -136,6 +152,8 @@ void bind_pipeline(py::module_& m) {
         return to_python(lease->detection());
       }, py::arg("rgb"))
       .def_property_readonly("label_count", &Pipeline::label_count)
+      .def_property_readonly("io_binding", [](const Pipeline& p) { return p.session().io_binding(); },
+                             "Whether runs go through an ONNX Runtime IO binding")
       .def_property_readonly("input_name", [](const Pipeline& p) { return p.config().input_name; })
       .def_property_readonly("output_names", [](const Pipeline& p) {
         std::vector<std::string> names;

@@ -2,8 +2,6 @@
 // them that the tests check on their own. Not part of the core's interface.
 #pragma once
 
-#include <turbojpeg.h>
-
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -17,12 +15,14 @@ struct libdeflate_decompressor;
 namespace openlookout {
 namespace detail {
 
-// JPEG through TurboJPEG. Owns the decompressor handle (created on first use) and the scratch
-// buffer CMYK/YCCK images are decoded into before they are converted to RGB, so decoding images
-// of one size again allocates nothing of ours.
+// JPEG through libjpeg-turbo's libjpeg API (decode_jpeg.cpp). Owns the decompressor (created on
+// first use and reused) and the arena its memory comes from (jpeg_memory.h), so decoding images
+// of a size seen before allocates nothing. Not thread-safe.
+struct JpegSession;
+
 class JpegDecoder {
  public:
-  JpegDecoder() = default;
+  JpegDecoder();
   ~JpegDecoder();
   JpegDecoder(const JpegDecoder&) = delete;
   JpegDecoder& operator=(const JpegDecoder&) = delete;
@@ -31,13 +31,14 @@ class JpegDecoder {
   void decode(const uint8_t* data, size_t size, const DecodeLimits& limits, RgbImage& out,
               JpegScaling scaling = {});
 
- private:
-  tjhandle handle();
-  // Throws a Validation error with TurboJPEG's message and drops the handle (see why there).
-  [[noreturn]] void throw_corrupt();
+  // Blocks the decompressor's arena has taken from the system so far (tests: a warm decoder
+  // must take none).
+  uint64_t arena_blocks_allocated() const;
 
-  tjhandle handle_ = nullptr;
-  std::vector<uint8_t> cmyk_scratch_;
+ private:
+  JpegSession& session();
+
+  std::unique_ptr<JpegSession> session_;
 };
 
 // PNG. The common layouts (8-bit grey, grey+alpha, RGB, RGBA and palette, not interlaced) take a
@@ -92,12 +93,6 @@ class PngDecoder {
   Scratch zero_row_;     // the row "above" the first one
   bool scalar_kernels_ = false;
 };
-
-// The chunk limits the libspng decode runs under: an ancillary chunk may inflate to at most
-// kSpngMaxChunkBytes, and everything libspng stores of them (text, profiles, EXIF) to at most
-// kSpngMaxCacheBytes. A file over either is an error. The fast path stays well inside them.
-constexpr size_t kSpngMaxChunkBytes = size_t{16} << 20;
-constexpr size_t kSpngMaxCacheBytes = size_t{64} << 20;
 
 // libspng alone, whatever the layout: the fast path's fallback, and the tests' reference.
 void decode_png_with_libspng(const uint8_t* data, size_t size, const DecodeLimits& limits,

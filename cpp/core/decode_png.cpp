@@ -40,6 +40,20 @@ void check(int spng_error) {
   if (spng_error != 0) throw_corrupt(spng_error);
 }
 
+// As check, adding the configurable limits to libspng's "reached chunk/cache limits", which it
+// also says for other oversized metadata (a chunk length near 2^31, an empty eXIf, the 1001st
+// text chunk).
+void check_read(int spng_error, const DecodeLimits& limits) {
+  if (spng_error == SPNG_ECHUNK_LIMITS) {
+    throw_validation(std::string("corrupt or truncated PNG: ") + spng_strerror(spng_error) +
+                     " (png_max_chunk_bytes " + std::to_string(limits.png_max_chunk_bytes) +
+                     " per inflated chunk, png_max_ancillary_bytes " +
+                     std::to_string(limits.png_max_ancillary_bytes) +
+                     " in all, at most 1000 ancillary chunks)");
+  }
+  check(spng_error);
+}
+
 uint32_t read_u32_be(const uint8_t* p) {
   return (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
 }
@@ -65,8 +79,13 @@ void configure(spng_ctx* ctx, const uint8_t* data, size_t size, const DecodeLimi
   check(spng_set_image_limits(ctx, max_side, max_side));
   // Bounds on what libspng may hold besides the image: ancillary chunks (text, ICC profiles) are
   // parsed and cached even though we ignore them, and compressed ones inflate. An 8 MiB body
-  // has no business needing more.
-  check(spng_set_chunk_limits(ctx, kSpngMaxChunkBytes, kSpngMaxCacheBytes));
+  // has no business needing more (DecodeLimits::png_max_chunk_bytes, png_max_ancillary_bytes).
+  if (limits.png_max_chunk_bytes > limits.png_max_ancillary_bytes ||
+      limits.png_max_chunk_bytes > size_t{0x7fffffff}) {
+    // libspng refuses such limits with a bare "invalid argument"; load_model checks this first.
+    throw_validation("png_max_chunk_bytes must be at most png_max_ancillary_bytes and 2^31 - 1");
+  }
+  check(spng_set_chunk_limits(ctx, limits.png_max_chunk_bytes, limits.png_max_ancillary_bytes));
   // Strict on every chunk, like Pillow, which rejects a bad CRC on any chunk it reads.
   check(spng_set_crc_action(ctx, SPNG_CRC_ERROR, SPNG_CRC_ERROR));
   check(spng_set_png_buffer(ctx, data, size));
@@ -85,7 +104,7 @@ void decode_png_with_libspng(const uint8_t* data, size_t size, const DecodeLimit
   if (ihdr_error == SPNG_EUSER_WIDTH || ihdr_error == SPNG_EUSER_HEIGHT) {
     throw_oversized(data, size, limits, ihdr_error);
   }
-  check(ihdr_error);
+  check_read(ihdr_error, limits);
   check_dimensions(clamp_to_int(ihdr.width), clamp_to_int(ihdr.height), limits);
 
   size_t rgb_bytes = 0;
@@ -95,10 +114,10 @@ void decode_png_with_libspng(const uint8_t* data, size_t size, const DecodeLimit
     throw_internal("libspng reports " + std::to_string(rgb_bytes) + " bytes for a " +
                    std::to_string(ihdr.width) + "x" + std::to_string(ihdr.height) + " RGB image");
   }
-  check(spng_decode_image(ctx, out.pixels.data(), rgb_bytes, SPNG_FMT_RGB8, 0));
+  check_read(spng_decode_image(ctx, out.pixels.data(), rgb_bytes, SPNG_FMT_RGB8, 0), limits);
   // spng_decode_image stops after the last scanline. Reading on to IEND verifies the rest of the
   // file (the last IDAT's CRC, the chunks after it), so a truncated file is an error.
-  check(spng_decode_chunks(ctx));
+  check_read(spng_decode_chunks(ctx), limits);
 }
 
 void PngDecoder::decode(const uint8_t* data, size_t size, const DecodeLimits& limits,

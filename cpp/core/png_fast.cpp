@@ -33,6 +33,7 @@
 // libspng will meet it.
 #include <libdeflate.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -89,11 +90,15 @@ int channels_of_8bit(uint8_t color_type) {
 
 // libspng stores some ancillary chunks (text, ICC profiles, EXIF, suggested palettes), inflating
 // the compressed ones, and fails the whole file once they pass its limits: 1000 chunks, an
-// inflated chunk over kSpngMaxChunkBytes, all of them over kSpngMaxCacheBytes. Where exactly
-// depends on libspng's struct sizes and buffer growth, so this keeps an upper bound on what
-// libspng would store and declines well before any limit could be reached.
+// inflated chunk over limits.png_max_chunk_bytes, all of them over png_max_ancillary_bytes.
+// Where exactly depends on libspng's struct sizes and buffer growth, so this keeps an upper bound
+// on what libspng would store and declines well before any limit could be reached.
 class StoredChunkBudget {
  public:
+  explicit StoredChunkBudget(const DecodeLimits& limits)
+      : max_inflated_bytes_(uint64_t{limits.png_max_chunk_bytes} / 3),
+        max_total_bytes_(max_total_bytes(limits)) {}
+
   // tEXt, eXIf, sPLT, uncompressed iTXt: stored as read (sPLT's entry list takes up to ~1.7x the
   // chunk, and the chunk is briefly held twice).
   bool add_stored(uint32_t length) { return add(3 * uint64_t{length} + kPerChunkOverhead); }
@@ -103,25 +108,30 @@ class StoredChunkBudget {
   // already over half the limit, so one stream stays under a third of it.
   bool add_compressed(uint32_t length) {
     const uint64_t bound = kDeflateMaxExpansion * uint64_t{length} + kPerChunkOverhead;
-    return bound <= kMaxInflatedBytes && add(bound);
+    return bound <= max_inflated_bytes_ && add(bound);
   }
 
  private:
-  static constexpr uint64_t kMaxChunks = 500;              // libspng: 1000
-  static constexpr uint64_t kMaxTotalBytes = uint64_t{kSpngMaxCacheBytes} / 2;
-  static constexpr uint64_t kMaxInflatedBytes = uint64_t{kSpngMaxChunkBytes} / 3;
+  static constexpr uint64_t kMaxChunks = 500;  // libspng: 1000
   static constexpr uint64_t kDeflateMaxExpansion = 1032;
-  static constexpr uint64_t kPerChunkOverhead = 4096;     // libspng's records, keyword copies
-  // With half the cache used at most, libspng's per-stream limit is still kSpngMaxChunkBytes.
-  static_assert(kSpngMaxCacheBytes - kMaxTotalBytes >= kSpngMaxChunkBytes,
-                "the budget must leave every stream its full chunk limit");
+  static constexpr uint64_t kPerChunkOverhead = 4096;  // libspng's records, keyword copies
+
+  // At most half the cache, and never so much that a further stream could not get its full chunk
+  // limit within what is left (libspng checks the cache before the chunk limit).
+  static uint64_t max_total_bytes(const DecodeLimits& limits) {
+    const uint64_t cache = limits.png_max_ancillary_bytes;
+    const uint64_t chunk = limits.png_max_chunk_bytes;
+    return std::min(cache / 2, cache > chunk ? cache - chunk : 0);
+  }
 
   bool add(uint64_t bytes) {
     ++chunks_;
     total_bytes_ += bytes;
-    return chunks_ <= kMaxChunks && total_bytes_ <= kMaxTotalBytes;
+    return chunks_ <= kMaxChunks && total_bytes_ <= max_total_bytes_;
   }
 
+  const uint64_t max_inflated_bytes_;
+  const uint64_t max_total_bytes_;
   uint64_t chunks_ = 0;
   uint64_t total_bytes_ = 0;
 };
@@ -190,11 +200,12 @@ const char* read_header(const uint8_t* data, size_t size, Header& header) {
 
 // Walks every chunk from IHDR to IEND, checking each CRC and the order libspng enforces, and
 // finds the palette and the IDAT run. nullptr when the fast path may go on, else why not.
-const char* walk_chunks(const uint8_t* data, size_t size, const Header& header, ChunkWalk& walk) {
+const char* walk_chunks(const uint8_t* data, size_t size, const Header& header,
+                        const DecodeLimits& limits, ChunkWalk& walk) {
   enum class Stage { BeforeIdat, InIdatRun, AfterIdatRun } stage = Stage::BeforeIdat;
   bool seen_palette = false;
   bool seen_palette_blocker = false;  // a tRNS, bKGD or hIST, after which libspng refuses a PLTE
-  StoredChunkBudget budget;
+  StoredChunkBudget budget(limits);
   size_t pos = sizeof(kSignature);
   for (bool first = true;; first = false) {
     if (size - pos < kChunkFraming) return "truncated: no complete chunk where one must follow";
@@ -591,7 +602,7 @@ PngDecoder::FastResult PngDecoder::decode_fast(const uint8_t* data, size_t size,
   check_dimensions(static_cast<int>(header.width), static_cast<int>(header.height), limits);
 
   ChunkWalk walk;
-  if (const char* why = walk_chunks(data, size, header, walk)) return declined(why);
+  if (const char* why = walk_chunks(data, size, header, limits, walk)) return declined(why);
 
   // The inflated stream: per row a filter byte, then width * channels bytes. The sides fit in
   // 31 bits each, so only the product can overflow.

@@ -13,6 +13,9 @@
 //             by pixel.
 // Pixel counts are kept per row and per run, not per pixel, and the anomalous probability s is
 // tracked inside the same loops, in a form that needs no transcendental function per pixel.
+// The arithmetic on values (vertical blend, horizontal interpolation, argmax / threshold) is done
+// by the row kernels of postprocess_simd.cpp, Highway-dispatched, a whole row's run ends per
+// call; they are bit-identical on every target, so the labeler's choices never depend on it.
 
 #include "postprocess.h"
 
@@ -25,6 +28,7 @@
 #include <string>
 
 #include "errors.h"
+#include "postprocess_simd.h"
 
 namespace openlookout {
 namespace {
@@ -104,18 +108,177 @@ struct ScoreLayout {
   ptrdiff_t row_stride = 0;
 };
 
+// One row of values the horizontal taps read: channel k of the value at tap offset o is
+// values[k * channel_stride + o]. The column stride is part of the tap offsets (see EntryTables):
+// it is the same for a source row read in place and for a blended row.
+struct ValueRow {
+  const float* values = nullptr;
+  ptrdiff_t channel_stride = 0;
+};
+
+// Output columns that read the same horizontal taps (same first source column and tap count)
+// form a run. The row kernels decide "entries" of scratch's tap tables:
+//   [0, width)                      output column x
+//   [width, width + runs)           the first column of run r
+//   [width + runs, width + 2 runs)  the last column of run r
+// so the run ends of a whole row are decided in one vectorized call, and the columns inside a
+// run only where its ends disagree.
+class EntryTables {
+ public:
+  // Builds the tables for this call: O(width), no allocation once the scratch has grown.
+  EntryTables(const ResampleAxis& x_axis, int width, ptrdiff_t column_stride,
+              SegmentationScratch& scratch)
+      : width_(width) {
+    std::vector<int32_t>& starts = scratch.run_starts;
+    starts.clear();
+    for (int x = 0; x < width;) {
+      starts.push_back(x);
+      const int first = x_axis.first[x], count = x_axis.count[x];
+      ++x;
+      while (x < width && x_axis.first[x] == first && x_axis.count[x] == count) ++x;
+    }
+    starts.push_back(width);
+    runs_ = static_cast<int>(starts.size()) - 1;
+    const size_t entries = static_cast<size_t>(width) + 2 * static_cast<size_t>(runs_);
+    scratch.tap0.resize(entries);
+    scratch.tap1.resize(entries);
+    scratch.weight0.resize(entries);
+    scratch.weight1.resize(entries);
+    // 16 bytes of slack: the run expansion loads 16 run labels at a time.
+    scratch.decided_labels.resize(entries + postprocess_kernels::kExpandBlock);
+    scratch.decided_key.resize(entries);
+    scratch.decided_background.resize(entries);
+    for (int x = 0; x < width; ++x) {
+      const int count = x_axis.count[x];
+      // Nearest and bilinear tables have one or two taps; a tap offset fits int32 because the
+      // caller checked that a whole score row does.
+      if (count < 1 || count > 2) throw_internal("segmentation: unexpected resampling taps");
+      const float* w = x_axis.weights.data() + x_axis.offset[x];
+      const int32_t tap = static_cast<int32_t>(x_axis.first[x] * column_stride);
+      scratch.tap0[x] = tap;
+      scratch.tap1[x] = count == 2 ? static_cast<int32_t>(tap + column_stride) : tap;
+      scratch.weight0[x] = w[0];
+      scratch.weight1[x] = count == 2 ? w[1] : 0.0f;
+    }
+    constexpr size_t kBlock = postprocess_kernels::kExpandBlock;
+    scratch.block_first_run.resize((static_cast<size_t>(width) + kBlock - 1) / kBlock);
+    scratch.offset_in_block.resize(static_cast<size_t>(width));
+    scratch.last_decides.resize(static_cast<size_t>(runs_));
+    for (int r = 0; r < runs_; ++r) {
+      copy_entry(scratch, starts[r], first_entry(r));
+      copy_entry(scratch, starts[r + 1] - 1, last_entry(r));
+      for (int x = starts[r]; x < starts[r + 1]; ++x) {
+        if (x % kBlock == 0) scratch.block_first_run[x / kBlock] = r;
+        scratch.offset_in_block[x] = static_cast<uint8_t>(r - scratch.block_first_run[x / kBlock]);
+      }
+      scratch.last_decides[r] = starts[r + 1] - starts[r] > 1 && x_axis.count[starts[r]] == 2;
+    }
+    block_first_run_ = scratch.block_first_run.data();
+    offset_in_block_ = scratch.offset_in_block.data();
+    last_decides_ = scratch.last_decides.data();
+    starts_ = starts.data();
+    taps_ = {scratch.tap0.data(), scratch.tap1.data(), scratch.weight0.data(),
+             scratch.weight1.data()};
+    decisions_ = {scratch.decided_labels.data(), scratch.decided_key.data(),
+                  scratch.decided_background.data()};
+  }
+
+  int runs() const { return runs_; }
+  int run_start(int r) const { return starts_[r]; }
+  int run_end(int r) const { return starts_[r + 1]; }
+  size_t first_entry(int r) const { return static_cast<size_t>(width_) + r; }
+  size_t last_entry(int r) const { return static_cast<size_t>(width_) + runs_ + r; }
+  // Column x belongs to run block_first_run()[x / 16] + offset_in_block()[x] (the layout
+  // RowKernels::expand_runs reads).
+  const int32_t* block_first_run() const { return block_first_run_; }
+  const uint8_t* offset_in_block() const { return offset_in_block_; }
+  // Per run: whether labelling it decides its last column too (two taps, more than one column).
+  const uint8_t* last_decides() const { return last_decides_; }
+  const postprocess_kernels::TapTable& taps() const { return taps_; }
+  const postprocess_kernels::RowDecisions& decisions() const { return decisions_; }
+
+ private:
+  static void copy_entry(SegmentationScratch& s, int from, size_t to) {
+    s.tap0[to] = s.tap0[from];
+    s.tap1[to] = s.tap1[from];
+    s.weight0[to] = s.weight0[from];
+    s.weight1[to] = s.weight1[from];
+  }
+
+  int width_;
+  int runs_ = 0;
+  const int32_t* starts_ = nullptr;
+  const int32_t* block_first_run_ = nullptr;
+  const uint8_t* offset_in_block_ = nullptr;
+  const uint8_t* last_decides_ = nullptr;
+  postprocess_kernels::TapTable taps_{};
+  postprocess_kernels::RowDecisions decisions_{};
+};
+
+// Decides entries [begin, end) of one value row.
+struct RowDecider {
+  const postprocess_kernels::RowKernels& kernels;
+  const EntryTables& entries;
+  postprocess_kernels::DecisionRule rule;
+
+  size_t row_extent;  // values readable from a channel's start: (model width - 1) * column stride + 1
+
+  void operator()(const ValueRow& row, size_t begin, size_t end) const {
+    kernels.decide_entries(row.values, row.channel_stride, row_extent, entries.taps(), rule, begin,
+                           end, entries.decisions());
+  }
+};
+
+// The result of running = std::max(running, key) over first_keys[r] and, where last_decides[r],
+// last_keys[r], r = 0, 1, ... in that order, bit for bit (no last keys when last_decides is null). Four independent maxima instead of one
+// chain: the largest value does not depend on the order, and its bits only do when it is zero
+// (+0 and -0 compare equal, std::max keeps the first); that case is redone in order.
+float max_of_run_ends(float running, const float* first_keys, const float* last_keys,
+                      const uint8_t* last_decides, int runs) {
+  float partial[4] = {-kInfinity, -kInfinity, -kInfinity, -kInfinity};
+  int r = 0;
+  for (; r + 4 <= runs; r += 4) {
+    for (int j = 0; j < 4; ++j) {
+      partial[j] = std::max(partial[j], first_keys[r + j]);
+      if (last_decides != nullptr)
+        partial[j] = std::max(partial[j], last_decides[r + j] ? last_keys[r + j] : -kInfinity);
+    }
+  }
+  for (; r < runs; ++r) {
+    partial[0] = std::max(partial[0], first_keys[r]);
+    if (last_decides != nullptr && last_decides[r]) partial[0] = std::max(partial[0], last_keys[r]);
+  }
+  const float row_max = std::max(std::max(partial[0], partial[1]), std::max(partial[2], partial[3]));
+  if (row_max != 0.0f) return std::max(running, row_max);
+  for (r = 0; r < runs; ++r) {
+    running = std::max(running, first_keys[r]);
+    if (last_decides != nullptr && last_decides[r]) running = std::max(running, last_keys[r]);
+  }
+  return running;
+}
+
+// The decisions below take an entry the row kernels decided and account it into the image score
+// s; every entry the labeler uses for a label is taken exactly once, in the labeler's order.
+
 // C == 1: label 1 where the (raw) value >= raw_threshold. For Sigmoid the raw threshold is
 // precomputed in logit space, so the activation is applied once, to the maximum, at the end.
 class AnomalyMapDecision {
  public:
   static constexpr int kLabelCount = 2;
   explicit AnomalyMapDecision(float raw_threshold) : raw_threshold_(raw_threshold) {}
-  int channels() const { return 1; }
   int label_count() const { return kLabelCount; }
-  uint8_t operator()(const float* value, ptrdiff_t /*channel_stride*/) {
-    const float v = *value;
-    max_raw_ = std::max(max_raw_, v);
-    return v >= raw_threshold_ ? 1 : 0;
+  postprocess_kernels::DecisionRule rule() const {
+    return {postprocess_kernels::DecisionKind::Threshold, 1, raw_threshold_};
+  }
+  uint8_t take(const postprocess_kernels::RowDecisions& d, size_t entry) {
+    max_raw_ = std::max(max_raw_, d.key[entry]);
+    return d.labels[entry];
+  }
+  // take() of the first end of runs [0, runs) and, where last_decides[r] (not null), of their
+  // last end, in that order; the labels are not needed.
+  void take_run_ends(const postprocess_kernels::RowDecisions& d, size_t first, size_t last,
+                     const uint8_t* last_decides, int runs) {
+    max_raw_ = max_of_run_ends(max_raw_, d.key + first, d.key + last, last_decides, runs);
   }
   float max_raw() const { return max_raw_; }
 
@@ -124,44 +287,49 @@ class AnomalyMapDecision {
   float max_raw_ = -kInfinity;
 };
 
-// C >= 2: argmax with ties to the lower index. kFixedChannels > 0 fixes C at compile time (the
-// common 2..4) so the channel loop unrolls; 0 reads it at run time.
+// C >= 2: argmax with ties to the lower index (decided by the row kernels).
 //   kLogits (Softmax): tracks max over pixels of (max_{k>=1} z_k - z_0) in float; the label is
 //     anomalous exactly when that difference is > 0.
 //   otherwise (probabilities): log p_k - log p_0 is maximal where p_k / p_0 is, so the best ratio
 //     is kept as a fraction (num / den) and compared by cross-multiplication in double, which is
 //     exact for float inputs; p_0 = 0 < p_k gives den = 0, an infinite margin. At the end
 //     s = sigmoid(log num - log den) = num / (num + den), no log needed.
-template <int kFixedChannels, bool kLogits>
+template <bool kLogits>
 class ClassDecision {
  public:
   explicit ClassDecision(int channels) : channels_(channels) {}
-  int channels() const { return kFixedChannels > 0 ? kFixedChannels : channels_; }
-  int label_count() const { return channels(); }
-  uint8_t operator()(const float* values, ptrdiff_t channel_stride) {
-    const int channel_count = channels();
-    float best = values[channel_stride];
-    int best_channel = 1;
-    for (int k = 2; k < channel_count; ++k) {
-      const float z = values[k * channel_stride];
-      if (z > best) {
-        best = z;
-        best_channel = k;
-      }
-    }
-    const float background = values[0];
+  int label_count() const { return channels_; }
+  postprocess_kernels::DecisionRule rule() const {
+    return {kLogits ? postprocess_kernels::DecisionKind::Logits
+                    : postprocess_kernels::DecisionKind::Probabilities,
+            channels_, 0.0f};
+  }
+  uint8_t take(const postprocess_kernels::RowDecisions& d, size_t entry) {
     if constexpr (kLogits) {
-      max_margin_ = std::max(max_margin_, best - background);
+      max_margin_ = std::max(max_margin_, d.key[entry]);
     } else {
       // Negative "probabilities" (a model outside its contract) count as 0.
-      const double num = std::max(best, 0.0f);
-      const double den = std::max(background, 0.0f);
+      const double num = std::max(d.key[entry], 0.0f);
+      const double den = std::max(d.background[entry], 0.0f);
       if (num * best_den_ > best_num_ * den) {
         best_num_ = num;
         best_den_ = den;
       }
     }
-    return best > background ? static_cast<uint8_t>(best_channel) : 0;
+    return d.labels[entry];
+  }
+  // take() of the first end of runs [0, runs) and, where last_decides[r] (not null), of their
+  // last end, in that order; the labels are not needed.
+  void take_run_ends(const postprocess_kernels::RowDecisions& d, size_t first, size_t last,
+                     const uint8_t* last_decides, int runs) {
+    if constexpr (kLogits) {
+      max_margin_ = max_of_run_ends(max_margin_, d.key + first, d.key + last, last_decides, runs);
+    } else {
+      for (int r = 0; r < runs; ++r) {
+        take(d, first + r);
+        if (last_decides != nullptr && last_decides[r]) take(d, last + r);
+      }
+    }
   }
   double anomalous_probability() const {
     if constexpr (kLogits) {
@@ -207,12 +375,16 @@ inline void fill_labels(uint8_t* labels, uint8_t label, int n) {
   }
 }
 
+// Nearest: each run of output columns reads one source pixel, decided once (all runs of a source
+// row in one vectorized call) and replicated over the run (a byte shuffle per 16 columns); output
+// rows that read the same source row are copied from the row above.
 template <class Decision>
-void label_nearest(const ScoreLayout& source, const ResampleAxis& x_axis,
-                   const ResampleAxis& y_axis, int width, int height, Decision& decide,
-                   uint8_t* labels, uint64_t* counts) {
+void label_nearest(const ScoreLayout& source, const ResampleAxis& y_axis, int width, int height,
+                   const postprocess_kernels::RowKernels& kernels, const EntryTables& entries,
+                   const RowDecider& decide_row, Decision& decide, uint8_t* labels,
+                   uint64_t* counts) {
   const int label_count = decide.label_count();
-  const int* source_column = x_axis.first.data();
+  const postprocess_kernels::RowDecisions& decided = entries.decisions();
   RowHistogram row_counts{};
   int previous_source_row = -1;
   for (int y = 0; y < height; ++y) {
@@ -222,16 +394,19 @@ void label_nearest(const ScoreLayout& source, const ResampleAxis& x_axis,
       std::memcpy(row, row - width, static_cast<size_t>(width));
     } else {
       std::fill(row_counts.begin(), row_counts.begin() + label_count, 0);
-      const float* source_row = source.scores + source_row_index * source.row_stride;
-      int x = 0;
-      while (x < width) {
-        const int sx = source_column[x];
-        int run_end = x + 1;
-        while (run_end < width && source_column[run_end] == sx) ++run_end;
-        const uint8_t label = decide(source_row + sx * source.column_stride, source.channel_stride);
-        fill_labels(row + x, label, run_end - x);
-        row_counts[label] += static_cast<uint64_t>(run_end - x);
-        x = run_end;
+      const ValueRow source_row{source.scores + source_row_index * source.row_stride,
+                                source.channel_stride};
+      const int runs = entries.runs();
+      decide_row(source_row, entries.first_entry(0), entries.first_entry(0) + runs);
+      decide.take_run_ends(decided, entries.first_entry(0), entries.last_entry(0), nullptr, runs);
+      const uint8_t* run_labels = decided.labels + entries.first_entry(0);
+      kernels.expand_runs(run_labels, entries.block_first_run(), entries.offset_in_block(),
+                          static_cast<size_t>(width), row);
+      if (label_count <= postprocess_kernels::kMaxCountedLabels) {
+        kernels.count_labels(row, static_cast<size_t>(width), label_count, row_counts.data());
+      } else {
+        for (int r = 0; r < runs; ++r)
+          row_counts[run_labels[r]] += static_cast<uint64_t>(entries.run_end(r) - entries.run_start(r));
       }
       previous_source_row = source_row_index;
     }
@@ -239,40 +414,12 @@ void label_nearest(const ScoreLayout& source, const ResampleAxis& x_axis,
   }
 }
 
-// dst[j] = sum_t weights[t] * rows[t * row_stride + j], j < n.
-void blend_rows(float* dst, const float* rows, ptrdiff_t row_stride, const float* weights,
-                int taps, size_t n) {
-  if (taps == 2) {
-    const float w0 = weights[0], w1 = weights[1];
-    const float* a = rows;
-    const float* b = rows + row_stride;
-    for (size_t j = 0; j < n; ++j) dst[j] = w0 * a[j] + w1 * b[j];
-    return;
-  }
-  const float w0 = weights[0];
-  for (size_t j = 0; j < n; ++j) dst[j] = w0 * rows[j];
-  for (int t = 1; t < taps; ++t) {
-    const float w = weights[t];
-    const float* r = rows + t * row_stride;
-    for (size_t j = 0; j < n; ++j) dst[j] += w * r[j];
-  }
-}
-
-// Values to interpolate horizontally for one output row: channel k of source column sx is at
-// values[sx * column_stride + k * channel_stride].
-struct SourceRow {
-  const float* values = nullptr;
-  ptrdiff_t channel_stride = 0;
-  ptrdiff_t column_stride = 0;
-};
-
 // Bilinear upsampling and decision, without deciding every pixel.
 //
-// Output pixels of one row that read the same horizontal taps (same first source column and tap
-// count) form a run; their values are convex combinations of the same two source values, i.e.
-// points on one segment. Output rows that read the same two source rows form a band. So a block
-// (band x run) of output pixels holds values that are convex combinations of the values at its
-// four corner pixels, and:
+// Output pixels of one run read the same two source values, so their values are points on one
+// segment. Output rows that read the same two source rows form a band. So a block (band x run)
+// of output pixels holds values that are convex combinations of the values at its four corner
+// pixels, and:
 //   - if the corners share a label, every pixel in the block has it (each "label k wins against
 //     channel j" is a linear inequality that holds at the corners, hence in between);
 //   - the block's largest anomalous margin is at a corner (max_k z_k - z_0 is convex, p_k / p_0
@@ -282,20 +429,25 @@ struct SourceRow {
 // corner labels, or copied whole when the band's first and last rows agree everywhere. Only blocks
 // whose corners disagree (mask boundaries) are decided pixel by pixel, so the result equals
 // per-pixel deciding except within rounding of a tie. The argument needs non-negative weights
-// that move one way along a run; that is checked once per call, and a table without it (or runs
-// of more than two taps, which bilinear does not produce) is decided pixel by pixel.
-template <int kFixedChannels, class Decision>
+// that move one way along a run; that is checked once per call, and a table without it is
+// decided pixel by pixel.
+//
+// The arithmetic per pixel is the row kernels' (vertical blend, horizontal interpolation,
+// decision; vectorized over the run ends of a row and over the pixels inside boundary runs); this
+// class only chooses which entries to decide and takes them in a fixed order, so the labels,
+// counts and s do not depend on the kernels' SIMD target.
+template <class Decision>
 class BilinearLabeler {
  public:
   BilinearLabeler(const ScoreLayout& source, const ResampleAxis& x_axis, const ResampleAxis& y_axis,
-                  int width, int height, float* row_buffer, Decision& decide, uint8_t* labels,
+                  int width, int height, float* row_buffer,
+                  const postprocess_kernels::RowKernels& kernels, const EntryTables& entries,
+                  const RowDecider& decide_row, Decision& decide, uint8_t* labels,
                   uint64_t* counts)
       : source_(source), y_axis_(y_axis), width_(width), height_(height), row_buffer_(row_buffer),
-        decide_(decide), labels_(labels), counts_(counts), x_first_(x_axis.first.data()),
-        x_count_(x_axis.count.data()), x_offset_(x_axis.offset.data()),
-        x_weights_(x_axis.weights.data()),
-        channels_(kFixedChannels > 0 ? kFixedChannels : source.channels),
-        label_count_(decide.label_count()),
+        kernels_(kernels), entries_(entries), decide_row_(decide_row), decide_(decide),
+        decided_(entries.decisions()), labels_(labels), counts_(counts),
+        x_count_(x_axis.count.data()), label_count_(decide.label_count()),
         corners_decide_blocks_(weights_ordered_within_runs(x_axis, width) &&
                                weights_ordered_within_runs(y_axis, height)) {}
 
@@ -370,85 +522,40 @@ class BilinearLabeler {
     return true;
   }
 
-  // A compile-time constant for the common channel counts, so the channel loops unroll.
-  int channels() const { return kFixedChannels > 0 ? kFixedChannels : channels_; }
   uint8_t* row_labels(int y) const { return labels_ + static_cast<size_t>(y) * width_; }
 
-  // The end of the run of output columns that starts at x.
-  int run_end(int x) const {
-    const int first = x_first_[x], count = x_count_[x];
-    int end = x + 1;
-    while (end < width_ && x_first_[end] == first && x_count_[end] == count) ++end;
-    return end;
-  }
-
   // Vertical pass for output row y.
-  SourceRow blend_row(int y) {
+  ValueRow blend_row(int y) {
     const int first = y_axis_.first[y];
     const int taps = y_axis_.count[y];
     const float* weights = y_axis_.weights.data() + y_axis_.offset[y];
-    SourceRow row;
     if (taps == 1 && weights[0] == 1.0f) {
       // A single source row: read it in place.
-      row.values = source_.scores + first * source_.row_stride;
-      row.channel_stride = source_.channel_stride;
-      row.column_stride = source_.column_stride;
-      return row;
+      return {source_.scores + first * source_.row_stride, source_.channel_stride};
     }
-    // The blended row keeps the source's layout minus the row dimension.
-    const bool planar = !source_.channels_last || channels() == 1;
+    // The blended row keeps the source's layout minus the row dimension, so its column stride
+    // is the source's (the tap offsets hold it).
+    const int channels = source_.channels;
+    const bool planar = !source_.channels_last || channels == 1;
     if (planar) {
-      for (int k = 0; k < channels(); ++k) {
-        blend_rows(row_buffer_ + static_cast<ptrdiff_t>(k) * source_.width,
-                   source_.scores + k * source_.channel_stride + first * source_.row_stride,
-                   source_.row_stride, weights, taps, static_cast<size_t>(source_.width));
+      for (int k = 0; k < channels; ++k) {
+        kernels_.blend_rows(row_buffer_ + static_cast<ptrdiff_t>(k) * source_.width,
+                            source_.scores + k * source_.channel_stride + first * source_.row_stride,
+                            source_.row_stride, weights, taps, static_cast<size_t>(source_.width));
       }
     } else {
-      blend_rows(row_buffer_, source_.scores + first * source_.row_stride, source_.row_stride,
-                 weights, taps, static_cast<size_t>(source_.width) * channels());
+      kernels_.blend_rows(row_buffer_, source_.scores + first * source_.row_stride,
+                          source_.row_stride, weights, taps,
+                          static_cast<size_t>(source_.width) * channels);
     }
-    row.values = row_buffer_;
-    row.channel_stride = planar ? source_.width : 1;
-    row.column_stride = planar ? 1 : channels();
-    return row;
+    return {row_buffer_, planar ? static_cast<ptrdiff_t>(source_.width) : 1};
   }
 
-  // Horizontal pass and decision for output pixel x of a blended row.
-  uint8_t decide_pixel(const SourceRow& row, int x) {
-    // A local array, not a member: the compiler can then keep the values in registers instead
-    // of assuming the decision's float state might alias them.
-    float values[kFixedChannels > 0 ? kFixedChannels : kMaxChannels];
-    const float* taps = row.values + x_first_[x] * row.column_stride;
-    const float* weights = x_weights_ + x_offset_[x];
-    const int count = x_count_[x];
-    if (count == 2) {
-      const float w0 = weights[0], w1 = weights[1];
-      for (int k = 0; k < channels(); ++k) {
-        const float* p = taps + k * row.channel_stride;
-        values[k] = w0 * p[0] + w1 * p[row.column_stride];
-      }
-    } else {
-      interpolate_other_taps(row, taps, weights, count, values);
-    }
-    return decide_(values, 1);
-  }
-
-  // One tap (edges, centres landing on a source pixel) or more; kept out of decide_pixel so the
-  // two-tap path stays small enough to inline.
-  void interpolate_other_taps(const SourceRow& row, const float* taps, const float* weights,
-                              int count, float* values) const {
-    for (int k = 0; k < channels(); ++k) {
-      const float* p = taps + k * row.channel_stride;
-      float sum = weights[0] * p[0];
-      for (int t = 1; t < count; ++t) sum += weights[t] * p[t * row.column_stride];
-      values[k] = sum;
-    }
-  }
-
-  // Labels the run [x, end) of a row; returns whether the whole run got one label from its ends
-  // (the block argument above then applies to it).
-  bool label_run(const SourceRow& row, int x, int end, uint8_t* labels, RowHistogram& row_counts) {
-    const uint8_t first_label = decide_pixel(row, x);
+  // Labels run r of a row whose run ends are already decided; returns whether the whole run got
+  // one label from its ends (the block argument above then applies to it).
+  bool label_run(const ValueRow& row, int r, uint8_t* labels, RowHistogram& row_counts) {
+    const int x = entries_.run_start(r), end = entries_.run_end(r);
+    const uint8_t first_label = decide_.take(decided_, entries_.first_entry(r));
     const int length = end - x;
     const int taps = x_count_[x];
     if (length == 1) {
@@ -457,7 +564,8 @@ class BilinearLabeler {
       return true;
     }
     // One tap: every pixel of the run reads the same value.
-    const uint8_t last_label = taps == 1 ? first_label : decide_pixel(row, end - 1);
+    const uint8_t last_label =
+        taps == 1 ? first_label : decide_.take(decided_, entries_.last_entry(r));
     if (first_label == last_label && taps <= 2 && corners_decide_blocks_) {
       fill_labels(labels + x, first_label, length);
       row_counts[first_label] += static_cast<uint64_t>(length);
@@ -467,25 +575,44 @@ class BilinearLabeler {
     labels[end - 1] = last_label;
     row_counts[first_label] += 1;
     row_counts[last_label] += 1;
+    decide_row_(row, static_cast<size_t>(x) + 1, static_cast<size_t>(end) - 1);
     for (int i = x + 1; i < end - 1; ++i) {
-      const uint8_t label = decide_pixel(row, i);
+      const uint8_t label = decide_.take(decided_, static_cast<size_t>(i));
       labels[i] = label;
       row_counts[label] += 1;
     }
     return false;
   }
 
-  // A band's first or last row, run by run. Returns whether every run was uniform.
+  // A band's first or last row: the ends of all runs in one call, then run by run. Returns
+  // whether every run was uniform.
   bool label_row(int y, RowHistogram& row_counts) {
     std::fill(row_counts.begin(), row_counts.begin() + label_count_, 0);
-    const SourceRow row = blend_row(y);
+    const ValueRow row = blend_row(y);
+    const int runs = entries_.runs();
+    decide_row_(row, entries_.first_entry(0), entries_.first_entry(0) + 2 * runs);
     uint8_t* labels = row_labels(y);
-    bool uniform = true;
-    for (int x = 0; x < width_;) {
-      const int end = run_end(x);
-      uniform &= label_run(row, x, end, labels, row_counts);
-      x = end;
+    const uint8_t* first_labels = decided_.labels + entries_.first_entry(0);
+    const uint8_t* last_labels = decided_.labels + entries_.last_entry(0);
+    if (corners_decide_blocks_ &&
+        std::memcmp(first_labels, last_labels, static_cast<size_t>(runs)) == 0) {
+      // The ends of every run agree (the common case away from mask boundaries): label_run would
+      // fill every run from its ends, taking the first end and, for runs of two taps and more
+      // than one column, the last. The same, without a branch per run on the labels.
+      decide_.take_run_ends(decided_, entries_.first_entry(0), entries_.last_entry(0),
+                            entries_.last_decides(), runs);
+      kernels_.expand_runs(first_labels, entries_.block_first_run(), entries_.offset_in_block(),
+                           static_cast<size_t>(width_), labels);
+      if (label_count_ <= postprocess_kernels::kMaxCountedLabels) {
+        kernels_.count_labels(labels, static_cast<size_t>(width_), label_count_, row_counts.data());
+      } else {
+        for (int r = 0; r < runs; ++r)
+          row_counts[first_labels[r]] += static_cast<uint64_t>(entries_.run_end(r) - entries_.run_start(r));
+      }
+      return true;
     }
+    bool uniform = true;
+    for (int r = 0; r < entries_.runs(); ++r) uniform &= label_run(row, r, labels, row_counts);
     return uniform;
   }
 
@@ -494,10 +621,10 @@ class BilinearLabeler {
   void label_between(int y, const uint8_t* top, const uint8_t* bottom, RowHistogram& row_counts) {
     std::fill(row_counts.begin(), row_counts.begin() + label_count_, 0);
     uint8_t* labels = row_labels(y);
-    SourceRow row;
+    ValueRow row;
     bool blended = false;
-    for (int x = 0; x < width_;) {
-      const int end = run_end(x);
+    for (int r = 0; r < entries_.runs(); ++r) {
+      const int x = entries_.run_start(r), end = entries_.run_end(r);
       const uint8_t corner = top[x];
       if (top[end - 1] == corner && bottom[x] == corner && bottom[end - 1] == corner &&
           x_count_[x] <= 2) {
@@ -508,9 +635,10 @@ class BilinearLabeler {
           row = blend_row(y);
           blended = true;
         }
-        label_run(row, x, end, labels, row_counts);
+        decide_row_(row, entries_.first_entry(r), entries_.first_entry(r) + 1);
+        decide_row_(row, entries_.last_entry(r), entries_.last_entry(r) + 1);
+        label_run(row, r, labels, row_counts);
       }
-      x = end;
     }
   }
 
@@ -519,29 +647,35 @@ class BilinearLabeler {
   const int width_;
   const int height_;
   float* const row_buffer_;
+  const postprocess_kernels::RowKernels& kernels_;
+  const EntryTables& entries_;
+  const RowDecider& decide_row_;
   Decision& decide_;
+  const postprocess_kernels::RowDecisions& decided_;
   uint8_t* const labels_;
   uint64_t* const counts_;
-  const int* const x_first_;
   const int* const x_count_;
-  const int* const x_offset_;
-  const float* const x_weights_;
-  const int channels_;
   const int label_count_;
   const bool corners_decide_blocks_;
 };
 
-template <int kFixedChannels, class Decision>
+template <class Decision>
 void label_map(const ScoreLayout& source, const SegmentationSpec& spec, int width, int height,
                SegmentationScratch& scratch, Decision& decide, LabelMap& out) {
+  const postprocess_kernels::RowKernels kernels = postprocess_kernels::select_row_kernels();
+  const EntryTables entries(scratch.x_axis, width, source.column_stride, scratch);
+  const RowDecider decide_row{
+      kernels, entries, decide.rule(),
+      static_cast<size_t>(source.width - 1) * static_cast<size_t>(source.column_stride) + 1};
   uint8_t* labels = out.labels.data();
   uint64_t* counts = out.counts.data();
   if (spec.upsample == ResizeMode::Nearest) {
-    label_nearest(source, scratch.x_axis, scratch.y_axis, width, height, decide, labels, counts);
+    label_nearest(source, scratch.y_axis, width, height, kernels, entries, decide_row, decide,
+                  labels, counts);
   } else {
-    BilinearLabeler<kFixedChannels, Decision>(source, scratch.x_axis, scratch.y_axis, width,
-                                              height, scratch.row_buffer.data(), decide, labels,
-                                              counts)
+    BilinearLabeler<Decision>(source, scratch.x_axis, scratch.y_axis, width, height,
+                              scratch.row_buffer.data(), kernels, entries, decide_row, decide,
+                              labels, counts)
         .run();
   }
 }
@@ -549,28 +683,9 @@ void label_map(const ScoreLayout& source, const SegmentationSpec& spec, int widt
 template <bool kLogits>
 double label_classes(const ScoreLayout& source, const SegmentationSpec& spec, int width,
                      int height, SegmentationScratch& scratch, LabelMap& out) {
-  switch (spec.channels) {
-    case 2: {
-      ClassDecision<2, kLogits> decide(2);
-      label_map<2>(source, spec, width, height, scratch, decide, out);
-      return decide.anomalous_probability();
-    }
-    case 3: {
-      ClassDecision<3, kLogits> decide(3);
-      label_map<3>(source, spec, width, height, scratch, decide, out);
-      return decide.anomalous_probability();
-    }
-    case 4: {
-      ClassDecision<4, kLogits> decide(4);
-      label_map<4>(source, spec, width, height, scratch, decide, out);
-      return decide.anomalous_probability();
-    }
-    default: {
-      ClassDecision<0, kLogits> decide(spec.channels);
-      label_map<0>(source, spec, width, height, scratch, decide, out);
-      return decide.anomalous_probability();
-    }
-  }
+  ClassDecision<kLogits> decide(spec.channels);
+  label_map(source, spec, width, height, scratch, decide, out);
+  return decide.anomalous_probability();
 }
 
 // The tables depend on the mode too, which ResampleAxis does not record: a scratch serves one
@@ -641,6 +756,9 @@ void segment(const float* scores, const SegmentationSpec& spec, int width, int h
     throw_validation("segmentation: threshold is NaN");
   if (scores == nullptr) throw_internal("segmentation: no scores");
 
+  // The row kernels address a row's values with int32 tap offsets.
+  if (static_cast<int64_t>(spec.width) * channels > std::numeric_limits<int32_t>::max())
+    throw_validation("segmentation: score map rows are too wide");
   const size_t value_count =
       static_cast<size_t>(channels) * static_cast<size_t>(spec.height) * spec.width;
   if (contains_nan(scores, value_count)) throw_internal("model produced NaN scores");
@@ -678,7 +796,7 @@ void segment(const float* scores, const SegmentationSpec& spec, int width, int h
     const bool sigmoid_map = spec.activation == ScoreActivation::Sigmoid;
     AnomalyMapDecision decide(sigmoid_map ? sigmoid_raw_threshold(spec.threshold)
                                           : spec.threshold);
-    label_map<1>(source, spec, width, height, scratch, decide, out);
+    label_map(source, spec, width, height, scratch, decide, out);
     score = sigmoid_map ? sigmoid_float(decide.max_raw()) : decide.max_raw();
     decision_threshold = spec.threshold;
   } else {

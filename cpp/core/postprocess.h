@@ -57,13 +57,31 @@ struct LabelMap {
   float score = 0.0f;  // s, as defined above
 };
 
+// Per-worker scratch; vectors only grow, so steady-state calls allocate nothing.
 struct SegmentationScratch {
   ResampleAxis x_axis;
   ResampleAxis y_axis;
-  std::vector<float> row_buffer;
+  std::vector<float> row_buffer;  // one vertically blended source row, C * model width floats
+  // Horizontal taps as the row kernels read them (value offsets and weights), one entry per
+  // output column followed by two per run of columns (its first and last column), and the
+  // decisions of one output row at those entries.
+  std::vector<int32_t> tap0, tap1;
+  std::vector<float> weight0, weight1;
+  std::vector<int32_t> run_starts;  // first column of each run, then width
+  std::vector<int32_t> block_first_run;
+  std::vector<uint8_t> offset_in_block;
+  std::vector<uint8_t> last_decides;
+  std::vector<uint8_t> decided_labels;
+  std::vector<float> decided_key, decided_background;
 };
 
 void segment(const float* scores, const SegmentationSpec& spec, int width, int height,
              SegmentationScratch& scratch, LabelMap& out);
+
+// Test hook, process-wide, not thread-safe: false makes segment() use the portable scalar row
+// kernels, true (the default) the best Highway target of this CPU. Every target gives
+// bit-identical results. Returns the previous setting. Independent of
+// set_preprocess_simd_enabled.
+bool set_postprocess_simd_enabled(bool enabled);
 
 }  // namespace openlookout

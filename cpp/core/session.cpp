@@ -117,6 +117,9 @@ const char* generic_provider_name(const std::string& name) {
       {"WebNNExecutionProvider", "WEBNN"},     {"AzureExecutionProvider", "AZURE"},
       {"VitisAIExecutionProvider", "VitisAI"}, {"OpenVINOExecutionProvider", "OpenVINO"},
       {"DmlExecutionProvider", "DML"},         {"WebGpuExecutionProvider", "WebGPU"},
+      // The generic call takes it in newer libraries (1.32 does); older ones refuse it, with
+      // their own message.
+      {"MIGraphXExecutionProvider", "MIGraphX"},
   };
   for (const auto& [long_name, short_name] : table) {
     if (name == long_name) return short_name;
@@ -154,11 +157,34 @@ void append_provider(OrtSessionOptions* options, const ProviderSpec& spec) {
   } else {
     throw_validation("providers: " + spec.name +
                      " cannot be enabled through openlookout (supported: CPU, CUDA, TensorRT, "
-                     "OpenVINO, QNN, SNPE, XNNPACK, CoreML, WebNN, DML, VitisAI, Azure, WebGPU)");
+                     "OpenVINO, QNN, SNPE, XNNPACK, CoreML, WebNN, DML, VitisAI, Azure, WebGPU, "
+                     "MIGraphX)");
+  }
+}
+
+// Drops the ORT-allocated outputs of the previous call (static outputs are ours and stay).
+void release_ort_outputs(std::vector<void*>& values, const std::vector<bool>& owned) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (owned[i] && values[i] != nullptr) {
+      api().ReleaseValue(static_cast<OrtValue*>(values[i]));
+      values[i] = nullptr;
+    }
   }
 }
 
 }  // namespace
+
+bool provider_uses_device_memory(const std::string& name) {
+  static const char* const device_providers[] = {
+      "CUDAExecutionProvider", "TensorrtExecutionProvider", "NvTensorRTRTXExecutionProvider",
+      "ROCMExecutionProvider", "MIGraphXExecutionProvider", "DmlExecutionProvider",
+      "WebGpuExecutionProvider",
+  };
+  for (const char* p : device_providers) {
+    if (name == p) return true;
+  }
+  return false;
+}
 
 void load_onnxruntime(const std::string& library_path) {
   Runtime& r = runtime();
@@ -219,6 +245,9 @@ std::vector<std::string> onnxruntime_providers() {
 
 SessionIO::~SessionIO() {
   if (!onnxruntime_loaded()) return;
+  // The binding holds references to the values below: it goes first.
+  if (binding_ != nullptr) api().ReleaseIoBinding(static_cast<OrtIoBinding*>(binding_));
+  if (cpu_memory_ != nullptr) api().ReleaseMemoryInfo(static_cast<OrtMemoryInfo*>(cpu_memory_));
   if (input_value_ != nullptr) api().ReleaseValue(static_cast<OrtValue*>(input_value_));
   for (void* v : output_values_) {
     if (v != nullptr) api().ReleaseValue(static_cast<OrtValue*>(v));
@@ -254,15 +283,31 @@ Session::Session(const std::string& model_path, const SessionOptions& options) {
                 << onnxruntime_version() << " (available:";
         for (const auto& a : available) message << " " << a;
         message << ")";
+        if (spec.name == "CUDAExecutionProvider" || spec.name == "TensorrtExecutionProvider")
+          message << "; install onnxruntime-gpu in place of onnxruntime for " << spec.name;
         throw_validation(message.str());
       }
       append_provider(session_options.ptr, spec);
     }
   }
+  switch (options.io_binding) {
+    case IoBindingMode::On: io_binding_ = true; break;
+    case IoBindingMode::Off: io_binding_ = false; break;
+    case IoBindingMode::Auto:
+      io_binding_ = !options.providers.empty() &&
+                    provider_uses_device_memory(options.providers.front().name);
+      break;
+  }
 
+  // A provider that cannot start (no device, CUDA libraries missing) fails here too: say which.
+  std::string loading = "loading ONNX model " + model_path;
+  if (!options.providers.empty()) {
+    loading += " with providers";
+    for (const ProviderSpec& spec : options.providers) loading += " " + spec.name;
+  }
   OrtSession* session = nullptr;
   check(api().CreateSession(env, model_path.c_str(), session_options.ptr, &session),
-        ("loading ONNX model " + model_path).c_str(), ErrorKind::Validation);
+        loading.c_str(), ErrorKind::Validation);
   session_ = session;
 
   OrtAllocator* allocator = nullptr;
@@ -342,6 +387,30 @@ std::unique_ptr<SessionIO> Session::make_io(const std::string& input_name,
   }
   for (const auto& n : io->input_names_) io->input_name_ptrs_.push_back(n.c_str());
   for (const auto& n : io->output_names_) io->output_name_ptrs_.push_back(n.c_str());
+
+  if (io_binding_) {
+    // One binding per worker, for its lifetime. Outputs are bound here, in order (that order is
+    // the order GetBoundOutputValues returns): a static output to our preallocated CPU tensor,
+    // which ORT fills (copying back from the device when a device kernel produced it); a dynamic
+    // one to CPU memory, where ORT allocates it at its run-time shape.
+    OrtIoBinding* binding = nullptr;
+    check(api().CreateIoBinding(static_cast<OrtSession*>(session_), &binding),
+          "creating the IO binding");
+    io->binding_ = binding;
+    OrtMemoryInfo* cpu_memory = nullptr;
+    check(api().CreateCpuMemoryInfo(OrtArenaAllocator, OrtMemTypeDefault, &cpu_memory),
+          "creating CPU memory info");
+    io->cpu_memory_ = cpu_memory;
+    for (size_t i = 0; i < io->output_names_.size(); ++i) {
+      const char* name = io->output_name_ptrs_[i];
+      if (io->output_owned_by_ort_[i]) {
+        check(api().BindOutputToDevice(binding, name, cpu_memory), "binding a model output");
+      } else {
+        check(api().BindOutput(binding, name, static_cast<const OrtValue*>(io->output_values_[i])),
+              "binding a model output");
+      }
+    }
+  }
   return io;
 }
 
@@ -350,6 +419,8 @@ void Session::reshape_input(SessionIO& io, const std::vector<int64_t>& shape) co
   size_t elements = 1;
   for (int64_t d : shape) elements *= static_cast<size_t>(d);
   if (io.input_value_ != nullptr) {
+    // The binding may still refer to the old tensor (and through it to input_'s old storage).
+    if (io.binding_ != nullptr) api().ClearBoundInputs(static_cast<OrtIoBinding*>(io.binding_));
     api().ReleaseValue(static_cast<OrtValue*>(io.input_value_));
     io.input_value_ = nullptr;
   }
@@ -367,17 +438,12 @@ void Session::reshape_input(SessionIO& io, const std::vector<int64_t>& shape) co
 }
 
 void Session::run(SessionIO& io) const {
-  for (size_t i = 0; i < io.output_values_.size(); ++i) {
-    if (io.output_owned_by_ort_[i] && io.output_values_[i] != nullptr) {
-      api().ReleaseValue(static_cast<OrtValue*>(io.output_values_[i]));
-      io.output_values_[i] = nullptr;
-    }
+  release_ort_outputs(io.output_values_, io.output_owned_by_ort_);
+  if (io.binding_ != nullptr) {
+    run_bound(io);
+  } else {
+    run_plain(io);
   }
-  const OrtValue* input = static_cast<const OrtValue*>(io.input_value_);
-  check(api().Run(static_cast<OrtSession*>(session_), nullptr, io.input_name_ptrs_.data(), &input, 1,
-                  io.output_name_ptrs_.data(), io.output_name_ptrs_.size(),
-                  reinterpret_cast<OrtValue**>(io.output_values_.data())),
-        "running the model");
   for (size_t i = 0; i < io.output_values_.size(); ++i) {
     if (!io.output_owned_by_ort_[i]) continue;
     OrtValue* value = static_cast<OrtValue*>(io.output_values_[i]);
@@ -393,6 +459,60 @@ void Session::run(SessionIO& io) const {
     check(api().GetDimensionsCount(shape.ptr, &rank), "reading a model output");
     io.output_shapes_[i].resize(rank);
     check(api().GetDimensions(shape.ptr, io.output_shapes_[i].data(), rank), "reading a model output");
+  }
+}
+
+void Session::run_plain(SessionIO& io) const {
+  const OrtValue* input = static_cast<const OrtValue*>(io.input_value_);
+  check(api().Run(static_cast<OrtSession*>(session_), nullptr, io.input_name_ptrs_.data(), &input, 1,
+                  io.output_name_ptrs_.data(), io.output_name_ptrs_.size(),
+                  reinterpret_cast<OrtValue**>(io.output_values_.data())),
+        "running the model");
+}
+
+void Session::run_bound(SessionIO& io) const {
+  OrtIoBinding* binding = static_cast<OrtIoBinding*>(io.binding_);
+  // Bound now, after the worker filled it: BindInput is where ORT copies a host tensor to the
+  // device of the node that reads it (a CPU consumer takes it as is, without a copy).
+  check(api().BindInput(binding, io.input_name_ptrs_[0], static_cast<const OrtValue*>(io.input_value_)),
+        "binding the model input");
+  // Waits for that copy where the provider copies asynchronously (CUDA: a device synchronize);
+  // a no-op when every node runs on the CPU.
+  check(api().SynchronizeBoundInputs(binding), "synchronizing the model input");
+  bool any_dynamic = false;
+  for (size_t i = 0; i < io.output_values_.size(); ++i) {
+    if (!io.output_owned_by_ort_[i]) continue;
+    // Re-bound every call: once run, the binding holds the previous call's tensor and would hand
+    // it back to ORT as a preallocated output, of the previous call's shape.
+    check(api().BindOutputToDevice(binding, io.output_name_ptrs_[i],
+                                   static_cast<const OrtMemoryInfo*>(io.cpu_memory_)),
+          "binding a model output");
+    any_dynamic = true;
+  }
+  check(api().RunWithBinding(static_cast<OrtSession*>(session_), nullptr, binding),
+        "running the model");
+  // Every output is bound to host memory, and Run returns host outputs complete (as OrtApi::Run
+  // does), so SynchronizeBoundOutputs, which would wait for the whole device, is not needed.
+  if (!any_dynamic) return;
+  OrtAllocator* allocator = nullptr;
+  check(api().GetAllocatorWithDefaultOptions(&allocator), "getting the default allocator");
+  OrtValue** values = nullptr;
+  size_t count = 0;
+  check(api().GetBoundOutputValues(binding, allocator, &values, &count), "reading the model outputs");
+  // Take the ORT-allocated outputs; our own static ones come back as extra references: dropped.
+  const bool matches = count == io.output_values_.size();
+  for (size_t i = 0; i < count; ++i) {
+    if (matches && io.output_owned_by_ort_[i]) {
+      io.output_values_[i] = values[i];
+    } else {
+      api().ReleaseValue(values[i]);
+    }
+  }
+  if (values != nullptr) check(api().AllocatorFree(allocator, values), "reading the model outputs");
+  if (!matches) {
+    release_ort_outputs(io.output_values_, io.output_owned_by_ort_);
+    throw_internal("IO binding returned " + std::to_string(count) + " outputs, expected " +
+                   std::to_string(io.output_values_.size()));
   }
 }
 

@@ -26,12 +26,29 @@ struct ProviderSpec {
   std::vector<std::pair<std::string, std::string>> options;
 };
 
+// How Session::run hands tensors to ONNX Runtime.
+//   Off:  OrtApi::Run with the worker's CPU tensors.
+//   On:   an OrtIoBinding per worker (OrtApi::RunWithBinding). The input is bound after it is
+//         filled, which is when ORT copies it to the device of the node that consumes it;
+//         outputs are bound to CPU memory (our preallocated tensors when the shape is static),
+//         so ORT copies results back to the host into them.
+//   Auto: On exactly when the first provider keeps tensors in device memory
+//         (provider_uses_device_memory), Off otherwise.
+enum class IoBindingMode { Auto, On, Off };
+
 struct SessionOptions {
   int intra_op_threads = 0;  // 0: ONNX Runtime's default (one per physical core)
   int inter_op_threads = 0;
   // In order of preference, e.g. CUDA then CPU. Empty: CPU only. CPU is always the fallback.
+  // A provider the loaded library does not offer is a Validation error listing those it does
+  // (no silent fallback to CPU).
   std::vector<ProviderSpec> providers;
+  IoBindingMode io_binding = IoBindingMode::Auto;
 };
+
+// True for providers whose kernels read and write device memory (CUDA, TensorRT, ROCm,
+// MIGraphX, DirectML, WebGPU): with them first, IoBindingMode::Auto binds.
+bool provider_uses_device_memory(const std::string& provider_name);
 
 enum class ElementType { Float32, Other };
 
@@ -42,8 +59,9 @@ struct TensorInfo {
   std::vector<int64_t> shape;  // -1 where the dimension is dynamic
 };
 
-// Buffers of one worker: the input tensor it fills and the outputs ORT writes. Created by
-// Session::make_io; reused for every call of that worker.
+// Buffers of one worker: the input tensor it fills and the outputs ORT writes, and with IO
+// binding the worker's OrtIoBinding. Created by Session::make_io; reused for every call of that
+// worker. Must be destroyed before the Session that made it.
 class SessionIO {
  public:
   ~SessionIO();
@@ -62,6 +80,8 @@ class SessionIO {
   std::vector<float> input_;
   std::vector<int64_t> input_shape_;
   void* input_value_ = nullptr;  // OrtValue* over input_
+  void* binding_ = nullptr;      // OrtIoBinding*, when the session binds
+  void* cpu_memory_ = nullptr;   // OrtMemoryInfo* (CPU) that ORT-allocated outputs are bound to
   std::vector<std::string> input_names_;
   std::vector<std::string> output_names_;
   std::vector<const char*> input_name_ptrs_;
@@ -94,8 +114,15 @@ class Session {
   // Runs the model on io's input. Thread-safe: many workers may run one Session at once.
   void run(SessionIO& io) const;
 
+  // Whether run() goes through IO binding (SessionOptions::io_binding resolved).
+  bool io_binding() const { return io_binding_; }
+
  private:
+  void run_plain(SessionIO& io) const;
+  void run_bound(SessionIO& io) const;
+
   void* session_ = nullptr;  // OrtSession*
+  bool io_binding_ = false;
   std::vector<TensorInfo> inputs_;
   std::vector<TensorInfo> outputs_;
 };

@@ -1,4 +1,4 @@
-// libFuzzer target: JPEG bytes -> Decoder::decode (libjpeg-turbo through TurboJPEG, CMYK/YCCK
+// libFuzzer target: JPEG bytes -> Decoder::decode (libjpeg-turbo's libjpeg API, CMYK/YCCK
 // conversion, DCT scaling). Seeds: cpp/fuzz/corpus/fuzz_jpeg, dictionary cpp/fuzz/jpeg.dict.
 #include "fuzz_decode.h"
 

@@ -9,6 +9,7 @@
 #include <turbojpeg.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -16,6 +17,12 @@
 #include <functional>
 #include <string>
 #include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+// From the sanitizer runtime (sanitizer/allocator_interface.h, which gcc does not install).
+extern "C" int __sanitizer_install_malloc_and_free_hooks(
+    void (*malloc_hook)(const volatile void*, size_t), void (*free_hook)(const volatile void*));
+#endif
 
 #include "../core/decode.h"
 #include "../core/decode_internal.h"
@@ -2043,6 +2050,266 @@ TEST(jpeg_tables_only_stream_is_rejected) {
   tables.insert(tables.end(), {0xff, 0xd9});
   CHECK_THROWS_KIND(decoder.decode(tables.data(), tables.size(), ImageFormat::Jpeg, small_image_limits(), out),
                     ErrorKind::Validation);
+}
+
+// ---------------------------------------------------------------------------------------------
+// JPEG limits counted from the markers (DecodeLimits::jpeg_max_*), each at its edge
+
+// The markers a JPEG we encoded has after SOI up to and including its first SOS (TurboJPEG's
+// baseline files have one scan and nothing between it and EOI).
+size_t markers_through_first_scan(const Bytes& jpeg) {
+  size_t pos = 2, count = 0;
+  while (pos + 4 <= jpeg.size() && jpeg[pos] == 0xff) {
+    ++count;
+    if (jpeg[pos + 1] == 0xda) break;
+    pos += 2 + ((size_t{jpeg[pos + 2]} << 8) | jpeg[pos + 3]);
+  }
+  return count;
+}
+
+// SOS markers: 0xFF 0xDA never occurs inside entropy-coded data (0xFF is stuffed there).
+size_t count_sos(const Bytes& jpeg) {
+  size_t count = 0;
+  for (size_t i = 0; i + 1 < jpeg.size(); ++i) count += jpeg[i] == 0xff && jpeg[i + 1] == 0xda;
+  return count;
+}
+
+// `jpeg` with `count` empty COM segments after SOI.
+Bytes with_comments(const Bytes& jpeg, size_t count) {
+  Bytes result(jpeg.begin(), jpeg.begin() + 2);
+  for (size_t i = 0; i < count; ++i) result.insert(result.end(), {0xff, 0xfe, 0x00, 0x02});
+  result.insert(result.end(), jpeg.begin() + 2, jpeg.end());
+  return result;
+}
+
+TEST(jpeg_marker_limit_at_its_edge) {
+  Decoder decoder;
+  RgbImage out;
+  const Bytes jpeg = make_rgb_jpeg(24, 16, TJSAMP_420);
+  CHECK(!jpeg.empty());
+  decoder.decode(jpeg.data(), jpeg.size(), ImageFormat::Jpeg, small_image_limits(), out);
+  const Bytes plain_pixels = out.pixels;
+  const size_t base = markers_through_first_scan(jpeg);
+  CHECK(base >= 5);  // DQT, SOF, DHT, ..., SOS
+  DecodeLimits limits = small_image_limits();
+  limits.jpeg_max_markers = base + 3;
+  const Bytes at_limit = with_comments(jpeg, 3);
+  decoder.decode(at_limit.data(), at_limit.size(), ImageFormat::Jpeg, limits, out);
+  CHECK(out.pixels == plain_pixels);
+  const Bytes over = with_comments(jpeg, 4);
+  CHECK_TEXT(error_message([&] { decoder.decode(over.data(), over.size(), ImageFormat::Jpeg, limits, out); }),
+             "JPEG has more than " + std::to_string(base + 3) + " marker segments; at most " +
+                 std::to_string(base + 3) + " are accepted (jpeg_max_markers)");
+  // The default (2048) takes a file with many comments.
+  const Bytes many = with_comments(jpeg, 1000);
+  decoder.decode(many.data(), many.size(), ImageFormat::Jpeg, small_image_limits(), out);
+  CHECK(out.pixels == plain_pixels);
+  // A segment length below 2 hides nothing from the count: libjpeg skips no bytes after such a
+  // COM's length field and reads the markers that follow it.
+  Bytes short_comment(jpeg.begin(), jpeg.begin() + 2);
+  short_comment.insert(short_comment.end(), {0xff, 0xfe, 0x00, 0x00});
+  const Bytes rest = with_comments(jpeg, 4);
+  short_comment.insert(short_comment.end(), rest.begin() + 2, rest.end());
+  limits.jpeg_max_markers = base + 4;
+  CHECK(contains(error_message([&] {
+                   decoder.decode(short_comment.data(), short_comment.size(), ImageFormat::Jpeg, limits, out);
+                 }),
+                 "(jpeg_max_markers)"));
+}
+
+TEST(jpeg_scan_limits_at_their_edges) {
+  Decoder decoder;
+  RgbImage out;
+  const int width = 24, height = 16;
+  const Bytes jpeg = make_rgb_jpeg(width, height, TJSAMP_420, TJFLAG_PROGRESSIVE);
+  CHECK(!jpeg.empty());
+  const size_t scans = count_sos(jpeg);
+  CHECK(scans >= 5);
+  decoder.decode(jpeg.data(), jpeg.size(), ImageFormat::Jpeg, small_image_limits(), out);
+  const Bytes pixels = out.pixels;
+
+  DecodeLimits limits = small_image_limits();
+  limits.jpeg_max_scans = scans;
+  decoder.decode(jpeg.data(), jpeg.size(), ImageFormat::Jpeg, limits, out);
+  CHECK(out.pixels == pixels);
+  limits.jpeg_max_scans = scans - 1;
+  CHECK_TEXT(error_message([&] { decoder.decode(jpeg.data(), jpeg.size(), ImageFormat::Jpeg, limits, out); }),
+             "JPEG has more than " + std::to_string(scans - 1) + " scans; at most " +
+                 std::to_string(scans - 1) + " are accepted for a 24x16 image (jpeg_max_scans)");
+
+  limits = small_image_limits();
+  const uint64_t pixel_count = uint64_t{width} * height;
+  limits.jpeg_max_scan_pixels = scans * pixel_count;
+  decoder.decode(jpeg.data(), jpeg.size(), ImageFormat::Jpeg, limits, out);
+  CHECK(out.pixels == pixels);
+  limits.jpeg_max_scan_pixels = scans * pixel_count - 1;
+  CHECK_TEXT(error_message([&] { decoder.decode(jpeg.data(), jpeg.size(), ImageFormat::Jpeg, limits, out); }),
+             "JPEG has more than " + std::to_string(scans - 1) + " scans; at most " +
+                 std::to_string(scans - 1) + " are accepted for a 24x16 image (jpeg_max_scan_pixels)");
+  // A one-scan image is never refused, however small the budget.
+  limits.jpeg_max_scan_pixels = 1;
+  limits.jpeg_max_scans = 1;
+  const Bytes baseline = make_rgb_jpeg(width, height, TJSAMP_420);
+  decoder.decode(baseline.data(), baseline.size(), ImageFormat::Jpeg, limits, out);
+  CHECK_EQ(out.width, width);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reused decompressor and its arena
+
+// `jpeg` without its segments of `marker_code`.
+Bytes without_segments(const Bytes& jpeg, uint8_t marker_code) {
+  Bytes result(jpeg.begin(), jpeg.begin() + 2);
+  size_t pos = 2;
+  while (pos + 4 <= jpeg.size() && jpeg[pos] == 0xff && jpeg[pos + 1] != 0xda) {
+    const size_t segment = 2 + ((size_t{jpeg[pos + 2]} << 8) | jpeg[pos + 3]);
+    if (jpeg[pos + 1] != marker_code) result.insert(result.end(), jpeg.begin() + pos, jpeg.begin() + pos + segment);
+    pos += segment;
+  }
+  result.insert(result.end(), jpeg.begin() + pos, jpeg.end());
+  return result;
+}
+
+TEST(jpeg_decoder_forgets_the_previous_images_tables) {
+  // A worker's decompressor is reused across requests; a stream that lacks tables must fare as
+  // with a fresh one (Pillow's case), not decode with the last request's tables.
+  RgbImage out;
+  const Bytes previous = make_rgb_jpeg(40, 24, TJSAMP_420, TJFLAG_PROGRESSIVE);  // optimised tables
+  const Bytes jpeg = make_rgb_jpeg(40, 24, TJSAMP_420);  // the standard Huffman tables
+  // No DQT: an error either way.
+  const Bytes no_dqt = without_segments(jpeg, 0xdb);
+  CHECK(no_dqt.size() < jpeg.size());
+  Decoder fresh;
+  const std::string fresh_error = error_message(
+      [&] { fresh.decode(no_dqt.data(), no_dqt.size(), ImageFormat::Jpeg, small_image_limits(), out); });
+  CHECK(contains(fresh_error, "corrupt or truncated JPEG: Quantization table"));
+  Decoder reused;
+  reused.decode(previous.data(), previous.size(), ImageFormat::Jpeg, small_image_limits(), out);
+  CHECK_TEXT(error_message([&] {
+               reused.decode(no_dqt.data(), no_dqt.size(), ImageFormat::Jpeg, small_image_limits(), out);
+             }),
+             fresh_error);
+  // No DHT: libjpeg supplies the standard tables (as for Motion JPEG), which these are.
+  const Bytes no_dht = without_segments(jpeg, 0xc4);
+  CHECK(no_dht.size() < jpeg.size());
+  Decoder reference;
+  reference.decode(jpeg.data(), jpeg.size(), ImageFormat::Jpeg, small_image_limits(), out);
+  const Bytes expected = out.pixels;
+  reused.decode(previous.data(), previous.size(), ImageFormat::Jpeg, small_image_limits(), out);
+  reused.decode(no_dht.data(), no_dht.size(), ImageFormat::Jpeg, small_image_limits(), out);
+  CHECK(out.pixels == expected);
+}
+
+struct JpegFixture {
+  const char* name;
+  Bytes jpeg;
+  openlookout::JpegScaling scaling;
+};
+
+std::vector<JpegFixture> varied_jpegs() {
+  Bytes cmyk;
+  for (int i = 0; i < 72 * 40; ++i) {
+    cmyk.insert(cmyk.end(), {static_cast<uint8_t>(i * 7), static_cast<uint8_t>(i / 9), 90, static_cast<uint8_t>(255 - i / 16)});
+  }
+  Bytes grey(static_cast<size_t>(56) * 48);
+  for (size_t i = 0; i < grey.size(); ++i) grey[i] = static_cast<uint8_t>(i * 5 / 7);
+  return {
+      {"baseline 4:2:0", make_rgb_jpeg(96, 80, TJSAMP_420), {}},
+      {"progressive 4:2:0", make_rgb_jpeg(96, 80, TJSAMP_420, TJFLAG_PROGRESSIVE), {}},
+      {"baseline 4:4:4", make_rgb_jpeg(64, 48, TJSAMP_444), {}},
+      {"progressive 4:1:1", make_rgb_jpeg(80, 64, TJSAMP_411, TJFLAG_PROGRESSIVE), {}},
+      {"CMYK", compress_jpeg(cmyk, 72, 40, TJPF_CMYK, TJSAMP_420, 95), {}},
+      {"progressive CMYK", compress_jpeg(cmyk, 72, 40, TJPF_CMYK, TJSAMP_444, 95, TJFLAG_PROGRESSIVE), {}},
+      {"grey", compress_jpeg(grey, 56, 48, TJPF_GRAY, TJSAMP_GRAY, 95), {}},
+      {"baseline scaled 1/4", make_rgb_jpeg(96, 80, TJSAMP_420), {20, 20}},
+      {"progressive scaled 1/2", make_rgb_jpeg(96, 80, TJSAMP_420, TJFLAG_PROGRESSIVE), {40, 30}},
+  };
+}
+
+TEST(jpeg_reused_decoder_decodes_like_a_fresh_one) {
+  // The arena hands each image memory that held the previous one's rows and coefficients; the
+  // pixels must not show it, after good images or after ones that failed half way.
+  const std::vector<JpegFixture> fixtures = varied_jpegs();
+  std::vector<Bytes> expected;
+  for (const JpegFixture& f : fixtures) {
+    CHECK(!f.jpeg.empty());
+    Decoder fresh;
+    RgbImage out;
+    fresh.decode(f.jpeg.data(), f.jpeg.size(), ImageFormat::Jpeg, small_image_limits(), out, f.scaling);
+    expected.push_back(out.pixels);
+  }
+  Decoder reused;
+  RgbImage out;
+  Lcg random{7};
+  for (int round = 0; round < 3; ++round) {
+    for (size_t i = 0; i < fixtures.size(); ++i) {
+      const JpegFixture& f = fixtures[(i * 5 + round) % fixtures.size()];
+      const Bytes& want = expected[(i * 5 + round) % fixtures.size()];
+      // A damaged copy first: truncated mid-scan, or bytes flipped.
+      Bytes damaged = f.jpeg;
+      if (random.below(2) == 0) {
+        damaged.resize(damaged.size() * 2 / 3);
+      } else {
+        for (int flips = 0; flips < 3; ++flips) damaged[3 + random.below(static_cast<uint32_t>(damaged.size() - 3))] ^= 0x5a;
+      }
+      CHECK(decode_outcome(reused, damaged, ImageFormat::Jpeg, small_image_limits(), out) != Outcome::OtherError);
+      reused.decode(f.jpeg.data(), f.jpeg.size(), ImageFormat::Jpeg, small_image_limits(), out, f.scaling);
+      if (out.pixels != want) olt::fail(__FILE__, __LINE__, std::string(f.name) + ": pixels differ from a fresh decoder's");
+    }
+  }
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+// Every malloc of the process while `counting` is set (ASan's allocator calls the hook).
+std::atomic<long> g_mallocs{0};
+std::atomic<bool> g_counting{false};
+void count_malloc(const volatile void*, size_t) {
+  if (g_counting.load(std::memory_order_relaxed)) g_mallocs.fetch_add(1, std::memory_order_relaxed);
+}
+void ignore_free(const volatile void*) {}
+#endif
+
+TEST(jpeg_warm_decoder_allocates_nothing) {
+  // Issue 4: no heap allocation per call in steady state. The arena's own count covers libjpeg's
+  // memory; under ASan every malloc of the process is counted too (stage_bench counts them in
+  // release builds).
+  const std::vector<JpegFixture> fixtures = varied_jpegs();
+  openlookout::detail::JpegDecoder decoder;
+  RgbImage out;
+  // Warm: the largest image first would do; every fixture twice is simpler.
+  for (int round = 0; round < 2; ++round) {
+    for (const JpegFixture& f : fixtures) decoder.decode(f.jpeg.data(), f.jpeg.size(), small_image_limits(), out, f.scaling);
+  }
+  // A failed image does not unsettle it either.
+  const Bytes cut(fixtures[1].jpeg.begin(), fixtures[1].jpeg.begin() + fixtures[1].jpeg.size() / 2);
+  CHECK_THROWS_KIND(decoder.decode(cut.data(), cut.size(), small_image_limits(), out), ErrorKind::Validation);
+  const uint64_t blocks = decoder.arena_blocks_allocated();
+  CHECK(blocks > 0);
+#if defined(__SANITIZE_ADDRESS__)
+  static const bool hooked = __sanitizer_install_malloc_and_free_hooks(count_malloc, ignore_free) != 0;
+  CHECK(hooked);
+  g_mallocs = 0;
+  g_counting = true;
+#endif
+  for (int round = 0; round < 3; ++round) {
+    for (const JpegFixture& f : fixtures) decoder.decode(f.jpeg.data(), f.jpeg.size(), small_image_limits(), out, f.scaling);
+  }
+#if defined(__SANITIZE_ADDRESS__)
+  g_counting = false;
+  CHECK_EQ(g_mallocs.load(), 0L);
+#endif
+  CHECK_EQ(decoder.arena_blocks_allocated(), blocks);
+  // A bigger image grows the arena once, then settles again.
+  const Bytes big = make_rgb_jpeg(400, 320, TJSAMP_420, TJFLAG_PROGRESSIVE);
+  decoder.decode(big.data(), big.size(), small_image_limits(), out);
+  decoder.decode(big.data(), big.size(), small_image_limits(), out);
+  const uint64_t grown = decoder.arena_blocks_allocated();
+  CHECK(grown > blocks);
+  for (int round = 0; round < 2; ++round) {
+    decoder.decode(big.data(), big.size(), small_image_limits(), out);
+    for (const JpegFixture& f : fixtures) decoder.decode(f.jpeg.data(), f.jpeg.size(), small_image_limits(), out, f.scaling);
+  }
+  CHECK_EQ(decoder.arena_blocks_allocated(), grown);
 }
 
 // =============================================================================================

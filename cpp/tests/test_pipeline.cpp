@@ -280,4 +280,103 @@ TEST(pipeline_threads_match_serial) {
   for (int t = 0; t < kThreads; ++t) CHECK_EQ(mismatches[t], 0);
 }
 
+// ---- IO binding and providers (SessionOptions::io_binding, SessionOptions::providers) ---------
+
+TEST(io_binding_mode_resolves) {
+  CHECK(provider_uses_device_memory("CUDAExecutionProvider"));
+  CHECK(provider_uses_device_memory("TensorrtExecutionProvider"));
+  CHECK(provider_uses_device_memory("DmlExecutionProvider"));
+  CHECK(!provider_uses_device_memory("CPUExecutionProvider"));
+  CHECK(!provider_uses_device_memory("OpenVINOExecutionProvider"));
+  const std::string dir = models_dir();
+  if (dir.empty()) return;
+  SessionOptions options;
+  options.intra_op_threads = 1;
+  CHECK(!Session(dir + "/fixed.onnx", options).io_binding());  // Auto, no providers: CPU
+  options.providers = {{"CPUExecutionProvider", {}}};
+  CHECK(!Session(dir + "/fixed.onnx", options).io_binding());  // Auto, CPU first
+  options.io_binding = IoBindingMode::On;
+  CHECK(Session(dir + "/fixed.onnx", options).io_binding());
+  options.io_binding = IoBindingMode::Off;
+  CHECK(!Session(dir + "/fixed.onnx", options).io_binding());
+}
+
+// Every pipeline shape the core has (static outputs, dynamic outputs at the image's own size,
+// classification only, the exact-size rule) gives the same bytes with IO binding as with Run,
+// on the CPU provider, serially, in reverse (buffers reused) and from several threads.
+TEST(io_binding_matches_plain_run) {
+  const std::string dir = models_dir();
+  if (dir.empty()) return;
+  std::vector<PipelineConfig> configs;
+  configs.push_back(segmentation_config(dir));
+  PipelineConfig dynamic = segmentation_config(dir);
+  dynamic.model_path = dir + "/dynamic.onnx";
+  dynamic.original_size = true;
+  configs.push_back(dynamic);
+  PipelineConfig classification = segmentation_config(dir);
+  classification.task = Task::Classification;
+  classification.has_segmentation = false;
+  configs.push_back(classification);
+  PipelineConfig sized = segmentation_config(dir);
+  sized.image_width = 97;
+  sized.image_height = 71;
+  configs.push_back(sized);
+  const Inputs in = make_inputs();
+  for (size_t k = 0; k < configs.size(); ++k) {
+    PipelineConfig off = configs[k], on = configs[k];
+    off.session.io_binding = IoBindingMode::Off;
+    on.session.providers = {{"CPUExecutionProvider", {}}};
+    on.session.io_binding = IoBindingMode::On;
+    const Pipeline plain(off), bound(on);
+    CHECK(!plain.session().io_binding());
+    CHECK(bound.session().io_binding());
+    std::vector<Detection> expected;
+    for (const auto& [body, format] : in.bodies) expected.push_back(detect_copy(plain, body, format));
+    for (int round = 0; round < 2; ++round) {
+      for (size_t j = 0; j < in.bodies.size(); ++j) {
+        const size_t i = round == 0 ? j : in.bodies.size() - 1 - j;
+        if (!same(expected[i], detect_copy(bound, in.bodies[i].first, in.bodies[i].second)))
+          olt::fail(__FILE__, __LINE__, "pipeline " + std::to_string(k) + ", body " +
+                                            std::to_string(i) + ": IO binding differs from Run");
+      }
+    }
+    std::vector<int> mismatches(4, 0);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int r = 0; r < 10; ++r) {
+          const size_t i = static_cast<size_t>(t * 5 + r) % in.good;
+          if (!same(detect_copy(bound, in.bodies[i].first, in.bodies[i].second), expected[i]))
+            ++mismatches[t];
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    for (int t = 0; t < 4; ++t) CHECK_EQ(mismatches[t], 0);
+  }
+}
+
+// The CPU onnxruntime build has no CUDA: asking for it is a Validation error that lists what the
+// library offers and says which package to install, before any session is created.
+TEST(unavailable_provider_is_a_clear_validation_error) {
+  const std::string dir = models_dir();
+  if (dir.empty()) return;
+  const std::vector<std::string> available = onnxruntime_providers();
+  bool has_cuda = false;
+  for (const auto& a : available) has_cuda = has_cuda || a == "CUDAExecutionProvider";
+  if (has_cuda) return;  // a GPU build: nothing to refuse
+  PipelineConfig c = segmentation_config(dir);
+  c.session.providers = {{"CUDAExecutionProvider", {{"device_id", "0"}}}, {"CPUExecutionProvider", {}}};
+  try {
+    Pipeline p(c);
+    olt::fail(__FILE__, __LINE__, "CUDAExecutionProvider was accepted by a CPU-only build");
+  } catch (const Error& e) {
+    CHECK(e.kind() == ErrorKind::Validation);
+    const std::string m = e.what();
+    CHECK(m.find("CUDAExecutionProvider is not available") != std::string::npos);
+    CHECK(m.find("CPUExecutionProvider") != std::string::npos);
+    CHECK(m.find("onnxruntime-gpu") != std::string::npos);
+  }
+}
+
 }  // namespace

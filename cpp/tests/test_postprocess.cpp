@@ -4,10 +4,16 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <string>
 #include <vector>
+
+#ifndef OPENLOOKOUT_NO_HWY
+#include <hwy/targets.h>
+#endif
 
 #include "../core/postprocess.h"
 #include "check.h"
@@ -667,4 +673,167 @@ TEST(postprocess_segment_steady_state_reuses_buffers) {
     CHECK(out.labels.data() == labels);
     CHECK_EQ(out.labels.size(), 100u * 90u);
   }
+}
+
+// ---- SIMD targets -------------------------------------------------------------------------------
+// The row kernels (vertical blend, horizontal interpolation, argmax / threshold) run on the best
+// Highway target of the CPU. Labels are decisions on floats, so every target must reproduce the
+// portable scalar kernels bit for bit: labels, counts and the bits of s.
+
+namespace {
+
+struct RowKernelSet {
+  std::string name;
+  bool simd;
+  int64_t target;  // Highway target bit (simd only)
+};
+
+std::vector<RowKernelSet> row_kernel_sets() {
+  std::vector<RowKernelSet> sets;
+#ifndef OPENLOOKOUT_NO_HWY
+  hwy::SetSupportedTargetsForTest(0);  // list what the CPU really supports
+  for (int64_t target : hwy::SupportedAndGeneratedTargets())
+    sets.push_back({hwy::TargetName(target), true, target});
+#endif
+  return sets;
+}
+
+// Selects the scalar kernels or one target for the calls that follow; restores the default.
+class UseRowKernels {
+ public:
+  explicit UseRowKernels(const RowKernelSet* set) {
+    set_postprocess_simd_enabled(set != nullptr);
+#ifndef OPENLOOKOUT_NO_HWY
+    hwy::SetSupportedTargetsForTest(set != nullptr ? set->target : 0);
+#endif
+  }
+  ~UseRowKernels() {
+    set_postprocess_simd_enabled(true);
+#ifndef OPENLOOKOUT_NO_HWY
+    hwy::SetSupportedTargetsForTest(0);
+#endif
+  }
+  UseRowKernels(const UseRowKernels&) = delete;
+  UseRowKernels& operator=(const UseRowKernels&) = delete;
+};
+
+uint32_t float_bits(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof bits);
+  return bits;
+}
+
+// Scores on a coarse grid (many exact ties between channels, and values exactly at the
+// threshold) or continuous; smooth fields give long uniform runs, noise gives boundaries
+// everywhere. Probabilities for None with C >= 2, logits otherwise.
+std::vector<float> target_test_scores(const SegmentationSpec& spec, bool coarse, bool smooth,
+                                      std::mt19937& rng) {
+  std::uniform_real_distribution<float> uniform(-2.0f, 2.0f);
+  const size_t count = static_cast<size_t>(spec.channels) * spec.width * spec.height;
+  std::vector<float> scores(count);
+  for (size_t i = 0; i < count; ++i) {
+    float v = uniform(rng);
+    if (smooth) {
+      const size_t pixel = spec.channels_last ? i / spec.channels : i % (spec.width * spec.height);
+      const int x = static_cast<int>(pixel % spec.width), y = static_cast<int>(pixel / spec.width);
+      v = 0.3f * v + std::sin(0.4f * x + 0.1f * static_cast<float>(i % 7)) * std::cos(0.3f * y);
+    }
+    if (coarse) v = std::floor(v * 2.0f) / 4.0f;  // multiples of 0.25
+    if (spec.activation == ScoreActivation::None) v = 0.5f + 0.25f * v;  // a C == 1 score or p
+    scores[i] = v;
+  }
+  return scores;
+}
+
+}  // namespace
+
+TEST(postprocess_segment_every_simd_target_matches_scalar_bit_for_bit) {
+  const std::vector<RowKernelSet> sets = row_kernel_sets();
+  // Model size -> image size: widths that are no multiple of any vector length, 1-pixel-wide and
+  // 1-pixel-high targets, integer and non-integer upsampling, downsampling, model rows wider
+  // than two AVX-512 vectors (the kernels' window loads) and narrower than one.
+  const std::vector<std::pair<Size, Size>> sizes = {
+      {{7, 5}, {33, 19}},    {{16, 16}, {10, 10}},  {{1, 1}, {4, 4}},     {{9, 4}, {1, 9}},
+      {{3, 8}, {1, 1}},      {{1, 6}, {13, 1}},     {{12, 9}, {36, 27}},  {{13, 11}, {20, 7}},
+      {{40, 24}, {200, 77}}, {{64, 48}, {641, 157}}, {{37, 29}, {370, 290}}, {{64, 40}, {23, 17}},
+      {{33, 17}, {131, 1}},  {{50, 30}, {127, 64}},
+  };
+  struct Mode {
+    int channels;
+    ScoreActivation activation;
+    float threshold;
+  };
+  const std::vector<Mode> modes = {
+      {1, ScoreActivation::None, 0.5f},     {1, ScoreActivation::None, 0.625f},
+      {1, ScoreActivation::Sigmoid, 0.5f},  {1, ScoreActivation::Sigmoid, 0.3f},
+      {2, ScoreActivation::None, 0.5f},     {2, ScoreActivation::Softmax, 0.5f},
+      {3, ScoreActivation::None, 0.5f},     {3, ScoreActivation::Softmax, 0.5f},
+      {5, ScoreActivation::Softmax, 0.5f},  {4, ScoreActivation::None, 0.5f},
+  };
+  std::mt19937 rng(20240611);
+  int cases = 0, compared = 0;
+  size_t anomalous_cases = 0, background_cases = 0;
+  for (const auto& size : sizes) {
+    for (const Mode& mode : modes) {
+      for (int variant = 0; variant < 8; ++variant) {
+        SegmentationSpec spec;
+        spec.channels = mode.channels;
+        spec.activation = mode.activation;
+        spec.threshold = mode.threshold;
+        spec.width = size.first.width;
+        spec.height = size.first.height;
+        spec.channels_last = (variant & 1) != 0;
+        spec.upsample = (variant & 2) != 0 ? ResizeMode::Nearest : ResizeMode::Bilinear;
+        const bool coarse = (variant & 4) != 0;
+        const bool smooth = !coarse && (cases % 2 == 0);
+        const std::vector<float> scores = target_test_scores(spec, coarse, smooth, rng);
+        const int width = size.second.width, height = size.second.height;
+        const std::string what = describe(spec, width, height);
+        ++cases;
+
+        LabelMap expected;
+        {
+          UseRowKernels scalar(nullptr);
+          SegmentationScratch scratch;
+          segment(scores.data(), spec, width, height, scratch, expected);
+        }
+        (expected.counts[0] == expected.labels.size() ? background_cases : anomalous_cases) += 1;
+        for (const RowKernelSet& set : sets) {
+          UseRowKernels use(&set);
+          SegmentationScratch scratch;
+          LabelMap got;
+          // Twice with one scratch: tables built by the first call are reused by the second.
+          for (int call = 0; call < 2; ++call) {
+            segment(scores.data(), spec, width, height, scratch, got);
+            ++compared;
+            if (got.labels != expected.labels)
+              ::olt::fail(__FILE__, __LINE__, set.name + ": labels differ from scalar, " + what);
+            if (got.counts != expected.counts)
+              ::olt::fail(__FILE__, __LINE__, set.name + ": counts differ from scalar, " + what);
+            if (float_bits(got.score) != float_bits(expected.score))
+              ::olt::fail(__FILE__, __LINE__, set.name + ": score " + std::to_string(got.score) +
+                                                  " vs scalar " + std::to_string(expected.score) +
+                                                  ", " + what);
+          }
+        }
+      }
+    }
+  }
+  // Not vacuous: every target was compared, on masks with and without anomalous pixels.
+#ifndef OPENLOOKOUT_NO_HWY
+  CHECK(!sets.empty());
+#endif
+  CHECK_EQ(compared, cases * 2 * static_cast<int>(sets.size()));
+  CHECK(anomalous_cases > 0);
+  CHECK(background_cases > 0);
+  std::string names;
+  for (const RowKernelSet& set : sets) names += " " + set.name;
+  std::printf("  segmentation: %d cases bit-identical to the scalar kernels on:%s\n", cases,
+              names.c_str());
+}
+
+TEST(postprocess_simd_hook_returns_previous_setting) {
+  CHECK(set_postprocess_simd_enabled(false));
+  CHECK(!set_postprocess_simd_enabled(true));
+  CHECK(set_postprocess_simd_enabled(true));
 }

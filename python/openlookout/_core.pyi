@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['ColorOrder', 'Layout', 'Pipeline', 'PipelineConfig', 'ResizeMode', 'ScoreActivation', 'Task', 'load_onnxruntime', 'onnxruntime_loaded', 'onnxruntime_providers', 'onnxruntime_version']
+__all__: list[str] = ['ColorOrder', 'DecodeLimits', 'IoBindingMode', 'Layout', 'Pipeline', 'PipelineConfig', 'ResizeMode', 'ScoreActivation', 'Task', 'load_onnxruntime', 'onnxruntime_loaded', 'onnxruntime_providers', 'onnxruntime_version']
 class ResizeMode:
     """
     Members:
@@ -238,11 +238,112 @@ class Task:
     @property
     def value(self) -> int:
         ...
+class IoBindingMode:
+    """
+    Members:
+    
+      auto
+    
+      on
+    
+      off
+    """
+    __members__: typing.ClassVar[dict[str, IoBindingMode]]
+    auto: typing.ClassVar[IoBindingMode]
+    off: typing.ClassVar[IoBindingMode]
+    on: typing.ClassVar[IoBindingMode]
+    @typing.overload
+    def __eq__(self, other: IoBindingMode) -> bool:
+        ...
+    @typing.overload
+    def __eq__(self, other: typing.Any) -> bool:
+        ...
+    def __getstate__(self) -> int:
+        ...
+    def __hash__(self) -> int:
+        ...
+    def __index__(self) -> int:
+        ...
+    def __init__(self, value: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __int__(self) -> int:
+        ...
+    @typing.overload
+    def __ne__(self, other: IoBindingMode) -> bool:
+        ...
+    @typing.overload
+    def __ne__(self, other: typing.Any) -> bool:
+        ...
+    def __repr__(self) -> str:
+        ...
+    def __setstate__(self, state: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def __str__(self) -> str:
+        ...
+    @property
+    def name(self) -> str:
+        ...
+    @property
+    def value(self) -> int:
+        ...
+class DecodeLimits:
+    def __init__(self) -> None:
+        ...
+    @property
+    def jpeg_max_markers(self) -> int:
+        ...
+    @jpeg_max_markers.setter
+    def jpeg_max_markers(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def jpeg_max_scan_pixels(self) -> int:
+        ...
+    @jpeg_max_scan_pixels.setter
+    def jpeg_max_scan_pixels(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def jpeg_max_scans(self) -> int:
+        ...
+    @jpeg_max_scans.setter
+    def jpeg_max_scans(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_body_bytes(self) -> int:
+        ...
+    @max_body_bytes.setter
+    def max_body_bytes(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def max_side(self) -> int:
+        ...
+    @max_side.setter
+    def max_side(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def min_side(self) -> int:
+        ...
+    @min_side.setter
+    def min_side(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def png_max_ancillary_bytes(self) -> int:
+        ...
+    @png_max_ancillary_bytes.setter
+    def png_max_ancillary_bytes(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def png_max_chunk_bytes(self) -> int:
+        ...
+    @png_max_chunk_bytes.setter
+    def png_max_chunk_bytes(self, arg0: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
 class PipelineConfig:
     fast_jpeg_scaling: bool
     has_classification: bool
     has_segmentation: bool
     input_name: str
+    io_binding: IoBindingMode
+    limits: DecodeLimits
     model_path: str
     original_size: bool
     task: Task
@@ -251,8 +352,6 @@ class PipelineConfig:
     def set_classification(self, output: str, activation: ScoreActivation, threshold: typing.SupportsFloat | typing.SupportsIndex) -> None:
         ...
     def set_input(self, width: typing.SupportsInt | typing.SupportsIndex, height: typing.SupportsInt | typing.SupportsIndex, layout: Layout, color: ColorOrder, resize: ResizeMode, scale: typing.SupportsFloat | typing.SupportsIndex, mean: typing.Annotated[collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], "FixedSize(3)"], std: typing.Annotated[collections.abc.Sequence[typing.SupportsFloat | typing.SupportsIndex], "FixedSize(3)"]) -> None:
-        ...
-    def set_limits(self, min_side: typing.SupportsInt | typing.SupportsIndex, max_side: typing.SupportsInt | typing.SupportsIndex, max_body_bytes: typing.SupportsInt | typing.SupportsIndex) -> None:
         ...
     def set_segmentation(self, output: str, activation: ScoreActivation, threshold: typing.SupportsFloat | typing.SupportsIndex, upsample: ResizeMode, label_colors: collections.abc.Sequence[typing.Annotated[collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex], "FixedSize(3)"]], activation_is_default: bool) -> None:
         ...
@@ -282,6 +381,11 @@ class Pipeline:
     @property
     def input_name(self) -> str:
         ...
+    @property
+    def io_binding(self) -> bool:
+        """
+        Whether runs go through an ONNX Runtime IO binding
+        """
     @property
     def label_count(self) -> int:
         ...

@@ -195,7 +195,27 @@ class HostedModel:
             model, executor = self.model, self._executor
             assert model is not None
             assert executor is not None
-        return executor.submit(self._run, model, work)
+        try:
+            future = executor.submit(self._run, model, work)
+        except RuntimeError:  # the executor was shut down under us (close() timed out)
+            self._forget()
+            raise self._not_hosted() from None
+        future.add_done_callback(self._forget_if_cancelled)
+        return future
+
+    def _forget(self) -> None:
+        with self._condition:
+            self._pending -= 1
+            if self._pending == 0:
+                self._condition.notify_all()
+
+    def _forget_if_cancelled(self, future: Future[Any]) -> None:
+        # A call cancelled while it waited for a worker (the server's handler was cancelled, or
+        # the executor shut down with cancel_futures) never reaches _run, whose _finish counts it
+        # out: without this it stayed in _pending for ever, the queue gauge never returned to
+        # zero, throttling counted a ghost, and StopModel's drain waited for it until timeout.
+        if future.cancelled():
+            self._forget()
 
     @contextlib.contextmanager
     def inline(self) -> Iterator[Model]:

@@ -18,9 +18,22 @@ from .manifest import Manifest, read_manifest
 __all__ = ["DEFAULT_LIMITS", "Body", "Model", "load_model"]
 
 Body = bytes | bytearray | memoryview | BinaryIO
-# Per-side pixel limits and body size: L4V's documented image bounds (64..4096 px per side) and a
-# body cap a little above its 8 MB per-image file limit.
-DEFAULT_LIMITS = {"min_side": 64, "max_side": 4096, "max_body_bytes": 8 * 1024 * 1024}
+# What one image may cost, checked before the work it bounds (SECURITY.md explains each): pixels
+# per side (L4V's documented 64..4096), the body size (a little above L4V's 8 MB file limit), PNG
+# ancillary chunk sizes, JPEG marker and scan counts. The defaults are the C++ core's.
+LIMIT_NAMES = (
+    "min_side",
+    "max_side",
+    "max_body_bytes",
+    "png_max_chunk_bytes",
+    "png_max_ancillary_bytes",
+    "jpeg_max_markers",
+    "jpeg_max_scans",
+    "jpeg_max_scan_pixels",
+)
+DEFAULT_LIMITS: dict[str, int] = {
+    name: int(getattr(_core.DecodeLimits(), name)) for name in LIMIT_NAMES
+}
 
 ProviderArg = str | tuple[str, dict[str, Any]]
 
@@ -49,10 +62,38 @@ def _providers(providers: Sequence[ProviderArg] | None) -> list[tuple[str, list[
     return result
 
 
-def _positive_int(name: str, value: Any, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValidationException(f"{name} must be an integer >= {minimum}, not {value!r}")
+def _positive_int(name: str, value: Any, minimum: int = 0, maximum: int = 2**31 - 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise ValidationException(
+            f"{name} must be an integer from {minimum} to {maximum}, not {value!r}"
+        )
     return value
+
+
+def _limits(values: dict[str, Any]) -> _core.DecodeLimits:
+    limits = _core.DecodeLimits()
+    for name in LIMIT_NAMES:
+        # Sides are C ints; byte and count limits are 64-bit in the core.
+        maximum = 2**31 - 1 if name.endswith("_side") else 2**63 - 1
+        setattr(limits, name, _positive_int(name, values[name], 1, maximum))
+    if limits.min_side > limits.max_side:
+        raise ValidationException(
+            f"min_side ({limits.min_side}) must not exceed max_side ({limits.max_side})"
+        )
+    # libspng's own rule for its chunk limits.
+    if limits.png_max_chunk_bytes > min(limits.png_max_ancillary_bytes, 2**31 - 1):
+        raise ValidationException(
+            f"png_max_chunk_bytes ({limits.png_max_chunk_bytes}) must not exceed "
+            f"png_max_ancillary_bytes ({limits.png_max_ancillary_bytes}) or 2**31 - 1"
+        )
+    return limits
+
+
+def _io_binding(value: Any) -> _core.IoBindingMode:
+    if not isinstance(value, str) or value not in ("auto", "on", "off"):
+        raise ValidationException(f"io_binding must be 'auto', 'on' or 'off', not {value!r}")
+    mode: _core.IoBindingMode = getattr(_core.IoBindingMode, value)
+    return mode
 
 
 def _config(
@@ -62,9 +103,7 @@ def _config(
     intra_op_threads: int,
     inter_op_threads: int,
     providers: Sequence[ProviderArg] | None,
-    min_side: int,
-    max_side: int,
-    max_body_bytes: int,
+    limits: dict[str, Any],
     fast_jpeg_scaling: bool | None,
 ) -> _core.PipelineConfig:
     config = _core.PipelineConfig()
@@ -116,11 +155,7 @@ def _config(
             label_colors=[list(label.rgb) for label in s.labels],
             activation_is_default=activation == "auto",
         )
-    config.set_limits(
-        min_side=_positive_int("min_side", min_side, 1),
-        max_side=_positive_int("max_side", max_side, 1),
-        max_body_bytes=_positive_int("max_body_bytes", max_body_bytes, 1),
-    )
+    config.limits = _limits(limits)
     config.set_session(
         intra_op_threads=_positive_int("intra_op_threads", intra_op_threads),
         inter_op_threads=_positive_int("inter_op_threads", inter_op_threads),
@@ -140,9 +175,15 @@ class Model:
         intra_op_threads: int = 0,
         inter_op_threads: int = 0,
         providers: Sequence[ProviderArg] | None = None,
+        io_binding: str = "auto",
         min_side: int = DEFAULT_LIMITS["min_side"],
         max_side: int = DEFAULT_LIMITS["max_side"],
         max_body_bytes: int = DEFAULT_LIMITS["max_body_bytes"],
+        png_max_chunk_bytes: int = DEFAULT_LIMITS["png_max_chunk_bytes"],
+        png_max_ancillary_bytes: int = DEFAULT_LIMITS["png_max_ancillary_bytes"],
+        jpeg_max_markers: int = DEFAULT_LIMITS["jpeg_max_markers"],
+        jpeg_max_scans: int = DEFAULT_LIMITS["jpeg_max_scans"],
+        jpeg_max_scan_pixels: int = DEFAULT_LIMITS["jpeg_max_scan_pixels"],
         fast_jpeg_scaling: bool | None = None,
     ) -> None:
         self.path = Path(package)
@@ -154,11 +195,19 @@ class Model:
             intra_op_threads=intra_op_threads,
             inter_op_threads=inter_op_threads,
             providers=providers,
-            min_side=min_side,
-            max_side=max_side,
-            max_body_bytes=max_body_bytes,
+            limits={
+                "min_side": min_side,
+                "max_side": max_side,
+                "max_body_bytes": max_body_bytes,
+                "png_max_chunk_bytes": png_max_chunk_bytes,
+                "png_max_ancillary_bytes": png_max_ancillary_bytes,
+                "jpeg_max_markers": jpeg_max_markers,
+                "jpeg_max_scans": jpeg_max_scans,
+                "jpeg_max_scan_pixels": jpeg_max_scan_pixels,
+            },
             fast_jpeg_scaling=fast_jpeg_scaling,
         )
+        config.io_binding = _io_binding(io_binding)
         ensure_onnxruntime()
         self._pipeline = _core.Pipeline(config)
         segmentation = self.manifest.segmentation
@@ -185,6 +234,12 @@ class Model:
             raise ValidationException(
                 "content_type must be a string ('image/png' or 'image/jpeg'), "
                 f"not {type(content_type).__name__}"
+            )
+        if not (content_type.isascii() and content_type.isprintable()):
+            # The core takes bytes; a lone surrogate or other non-ASCII text would otherwise
+            # fail its conversion with a TypeError, or be mangled in the message.
+            raise ValidationException(
+                f"unsupported content type {content_type!r}; it must be image/png or image/jpeg"
             )
         if isinstance(body, (bytes, bytearray)):
             data: bytes | bytearray | memoryview = body
@@ -296,8 +351,15 @@ def load_model(path: str | Path, **options: Any) -> Model:
     """Loads a model package directory (``manifest.json`` + ONNX file).
 
     Options: ``intra_op_threads`` (ORT threads per call, 0 = ORT's default), ``inter_op_threads``,
-    ``providers`` (ORT execution providers in order of preference, names or ``(name, options)``),
-    the input limits ``min_side``, ``max_side`` (pixels per side) and ``max_body_bytes``, and
+    ``providers`` (ORT execution providers in order of preference, names or ``(name, options)``;
+    one the installed onnxruntime lacks is a ``ValidationException`` listing those it has),
+    ``io_binding`` (``"auto"``: run through an ORT IO binding exactly when the first provider
+    keeps tensors on a device, such as CUDA or TensorRT; ``"on"``/``"off"`` force it; see the
+    README's GPU section),
+    the input limits (defaults in ``DEFAULT_LIMITS``, explained in SECURITY.md) ``min_side``,
+    ``max_side`` (pixels per side), ``max_body_bytes``, ``png_max_chunk_bytes`` (one ancillary
+    chunk, inflated), ``png_max_ancillary_bytes`` (all ancillary data kept), ``jpeg_max_markers``,
+    ``jpeg_max_scans`` and ``jpeg_max_scan_pixels`` (scans x pixels: progressive bombs), and
     ``fast_jpeg_scaling`` (``True``/``False`` overrides the manifest's ``input.fast_jpeg_scaling``:
     decode JPEGs scaled down in the DCT domain when the model input is much smaller; faster, not
     exact; see docs/performance.md).

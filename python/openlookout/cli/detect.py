@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from .. import demo
 from ..errors import OpenLookoutError
 from ..model import Model, load_model
+from .model_options import add_model_options, model_options
 
 __all__ = ["register", "sniff_content_type"]
 
@@ -131,6 +132,7 @@ def register(subparsers: Any) -> None:
         help="ONNX Runtime execution provider, in order of preference; repeatable "
         "(default: CPUExecutionProvider)",
     )
+    add_model_options(parser)
     parser.add_argument(
         "--progress",
         choices=("auto", "always", "never"),
@@ -442,7 +444,10 @@ def run(args: argparse.Namespace) -> int:
     threads = args.threads if args.threads is not None else (0 if jobs == 1 else 1)
     try:
         model = load_model(
-            demo.resolve_package(args.model), intra_op_threads=threads, providers=args.providers
+            demo.resolve_package(args.model),
+            intra_op_threads=threads,
+            providers=args.providers,
+            **model_options(args),
         )
         for directory in (args.mask_dir, args.overlay_dir):
             if directory is not None:

@@ -13,6 +13,8 @@ from typing import Any
 from ..errors import OpenLookoutError, ValidationException
 from ..hosting import HostingOptions
 from ..model import DEFAULT_LIMITS
+from ..server import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT
+from .model_options import add_model_options, model_options
 
 __all__ = ["parse_auth_keys", "register"]
 
@@ -85,12 +87,30 @@ def register(subparsers: Any) -> None:
         help="ONNX Runtime execution provider, in order of preference; repeatable "
         "(default: CPUExecutionProvider)",
     )
+    add_model_options(serve)
     serve.add_argument(
         "--start",
         action="append",
         default=[],
         metavar="PROJECT/VERSION[:UNITS]",
         help="start this model when the server starts (as StartModel); repeatable",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=DEFAULT_HEADER_TIMEOUT,
+        metavar="SECONDS",
+        help="close a connection that sends no complete request headers this long after it "
+        "opened or after its previous answer (idle or slow clients) "
+        f"(default: {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=DEFAULT_BODY_TIMEOUT,
+        metavar="SECONDS",
+        help="refuse a request whose body is not received whole this long after its headers "
+        f"(400) and close the connection (default: {DEFAULT_BODY_TIMEOUT:g})",
     )
     serve.add_argument("--access-log", action="store_true", help="log every request")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -156,7 +176,7 @@ def run_serve(args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        load_options: dict[str, Any] = {}
+        load_options: dict[str, Any] = model_options(args)
         if args.intra_op_threads is not None:
             load_options["intra_op_threads"] = args.intra_op_threads
         if args.providers:
@@ -164,6 +184,9 @@ def run_serve(args: argparse.Namespace) -> int:
         for name in ("max_queue", "max_inference_units", "max_body_bytes", "port"):
             if getattr(args, name) < (0 if name in ("max_queue", "port") else 1):
                 raise ValidationException(f"--{name.replace('_', '-')} is out of range")
+        for name in ("header_timeout", "body_timeout"):
+            if not 0 < getattr(args, name) < float("inf"):
+                raise ValidationException(f"--{name.replace('_', '-')} must be a positive number")
         config = ServerConfig(
             host=args.host,
             port=args.port,
@@ -176,6 +199,8 @@ def run_serve(args: argparse.Namespace) -> int:
                 load_options=load_options,
             ),
             access_log=args.access_log,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
         )
         starts = [_parse_start(value) for value in args.start]
         server = Server(config)

@@ -14,6 +14,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Server", "ServerConfig", "running_server"]
 
+# Connection deadlines (seconds), here so that the command line can show them without aiohttp:
+# from a connection's accept or previous answer to the end of its next request's headers, and
+# from the end of the headers to the end of the body.
+DEFAULT_HEADER_TIMEOUT = 60.0
+DEFAULT_BODY_TIMEOUT = 120.0
+
 
 def __getattr__(name: str) -> Any:
     if name in __all__:

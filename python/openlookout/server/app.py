@@ -38,7 +38,7 @@ from ..errors import (
 )
 from ..hosting import HostingOptions
 from ..model import DEFAULT_LIMITS, Model
-from . import sigv4
+from . import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, sigv4
 from .metrics import Metrics
 
 __all__ = ["Server", "ServerConfig", "running_server"]
@@ -50,6 +50,9 @@ API_PREFIX = "2020-11-20"
 MAX_JSON_BODY_BYTES = 64 * 1024
 # Bodies larger than this are hashed for SigV4 off the event loop.
 _HASH_OFF_LOOP_BYTES = 256 * 1024
+# The status recorded in the metrics for a request whose client went away before its answer
+# (nginx's "client closed request"); no response is written.
+CLIENT_CLOSED_STATUS = 499
 
 
 @dataclass
@@ -66,6 +69,13 @@ class ServerConfig:
     hosting: HostingOptions = field(default_factory=HostingOptions)
     control_threads: int = 4
     access_log: bool = False
+    # Seconds a connection may stay open without a request being handled on it: from its accept,
+    # or from its previous answer, to the end of the next request's headers. A client that is
+    # idle or trickles its headers (slow loris) is disconnected after this.
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    # Seconds to receive a whole request body once its headers are in; a slower body is refused
+    # (400 ValidationException) and the connection closed.
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
 
 
 class _Route:
@@ -100,6 +110,28 @@ class _UnknownOperation(OpenLookoutError):
 class _MethodNotAllowed(OpenLookoutError):
     code = "MethodNotAllowedException"
     http_status = 405
+
+
+class _BodyTimeout(ValidationException):
+    pass
+
+
+class _ClientGone(Exception):
+    """The client closed the connection before its request body was in: nothing to answer."""
+
+
+def _check_content_type(content_type: str) -> None:
+    # Header bytes that are not UTF-8 reach us as surrogate escapes, which the native core cannot
+    # take as a string: that was a TypeError and a 500 for a client's mistake. Content types are
+    # ASCII tokens (RFC 9110), so anything else is the caller's error.
+    if not 1 <= len(content_type) <= 255:
+        raise ValidationException(
+            "Content-Type must name the image format: image/png or image/jpeg"
+        )
+    if not content_type.isascii() or not content_type.isprintable():
+        raise ValidationException(
+            f"Content-Type {content_type!r} is not printable ASCII: use image/png or image/jpeg"
+        )
 
 
 def _match(method: str, raw_path: str) -> tuple[str, dict[str, str]]:
@@ -187,6 +219,11 @@ class Server:
         self.metrics = Metrics()
         self.url = ""
         self._runner: web.AppRunner | None = None
+        # Header deadline bookkeeping (event loop only): connections with a request in our
+        # handler, and when each other connection was first seen idle.
+        self._busy: dict[web.RequestHandler, int] = {}
+        self._idle_since: dict[web.RequestHandler, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
         self._control = ThreadPoolExecutor(
             max_workers=self.config.control_threads, thread_name_prefix="openlookout-control"
         )
@@ -217,6 +254,9 @@ class Server:
             self.application(),
             handle_signals=False,
             access_log=log if self.config.access_log else None,
+            # aiohttp's own idle timer; recent versions also start it on accept. The sweeper
+            # below enforces the header deadline on every aiohttp version >= 3.9.
+            keepalive_timeout=self.config.header_timeout,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
@@ -224,9 +264,41 @@ class Server:
         host, port = self._runner.addresses[0][:2]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}"
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_idle_connections())
         log.info("openlookout %s serving %s on %s", __version__, self.client.registry, self.url)
 
+    async def _sweep_idle_connections(self) -> None:
+        """Closes connections that have had no request in the handler for ``header_timeout``
+        seconds. aiohttp before 3.14 waits for a request's headers without any limit, so a client
+        trickling header bytes (or sending none) held its connection forever; a request being
+        handled (body read, inference, answer) is never cut here: its body has its own deadline."""
+        timeout = self.config.header_timeout
+        interval = min(1.0, timeout / 4)
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(interval)
+            server = self._runner.server if self._runner is not None else None
+            if server is None:
+                continue
+            now = loop.time()
+            live = set(server.connections)
+            for gone in [handler for handler in self._idle_since if handler not in live]:
+                del self._idle_since[gone]
+            for handler in live:
+                if handler in self._busy:
+                    continue
+                since = self._idle_since.setdefault(handler, now)
+                if now - since >= timeout:
+                    log.debug("closing a connection with no request for %.0f s", now - since)
+                    del self._idle_since[handler]
+                    handler.force_close()
+
     async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -285,7 +357,21 @@ class Server:
 
     async def _read_body(self, request: web.Request, limit: int) -> bytes:
         """The request body, refused with ValidationException as soon as it is known to exceed
-        ``limit``: from Content-Length before reading anything, else while streaming."""
+        ``limit`` (from Content-Length before reading anything, else while streaming) or when it
+        is not in within ``body_timeout`` seconds; :class:`_ClientGone` when the client closed
+        the connection before sending it all."""
+        timeout = self.config.body_timeout
+        try:
+            return await asyncio.wait_for(self._read_body_unbounded(request, limit), timeout)
+        except asyncio.TimeoutError:
+            raise _BodyTimeout(
+                f"request body was not received within {timeout:g} seconds "
+                "(openlookout serve --body-timeout)"
+            ) from None
+        except ConnectionError as error:  # aiohttp: the connection was lost mid-body
+            raise _ClientGone(str(error)) from None
+
+    async def _read_body_unbounded(self, request: web.Request, limit: int) -> bytes:
         length = request.content_length
         if length is not None:
             if length > limit:
@@ -328,6 +414,19 @@ class Server:
         sigv4.check_header(authorization, headers, self.config.auth_keys)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        protocol = request.protocol
+        self._busy[protocol] = self._busy.get(protocol, 0) + 1
+        self._idle_since.pop(protocol, None)
+        try:
+            return await self._handle_request(request)
+        finally:
+            count = self._busy.pop(protocol) - 1
+            if count:
+                self._busy[protocol] = count  # pipelined requests
+            else:
+                self._idle_since[protocol] = asyncio.get_running_loop().time()
+
+    async def _handle_request(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
         request_id = str(uuid.uuid4())
         operation = "Unknown"
@@ -354,8 +453,20 @@ class Server:
                 if self.config.auth_keys:
                     await self._authenticate(request, body)
                 response = await self._handlers[operation](request, params, body)
+        except _ClientGone as gone:
+            # Not a server fault: nothing was admitted (the body is read before any work is
+            # submitted), nobody is left to answer, and it must not count as a 500.
+            log.debug("%s: client closed the connection mid-body (%s)", operation, gone)
+            self.metrics.observe(operation, CLIENT_CLOSED_STATUS, time.perf_counter() - started)
+            response = web.Response(status=400)
+            response.force_close()
+            return response
         except OpenLookoutError as error:
             response = _error_response(error, request_id)
+            if isinstance(error, _BodyTimeout):
+                # The rest of a body that was too slow is not worth waiting for either (aiohttp
+                # would otherwise go on reading and discarding it).
+                response.force_close()
         except Exception as error:  # a bug: answered as the service model's fault
             log.exception("%s failed", operation)
             response = _error_response(
@@ -504,11 +615,7 @@ class Server:
         )
 
     def _admission_precheck(self, request: web.Request, params: dict[str, str]) -> None:
-        content_type = request.headers.get("Content-Type", "")
-        if not 1 <= len(content_type) <= 255:
-            raise ValidationException(
-                "Content-Type must name the image format: image/png or image/jpeg"
-            )
+        _check_content_type(request.headers.get("Content-Type", ""))
         hosted = self.client.hosted_model(params["projectName"], params["modelVersion"])
         hosted.check_capacity()
 
@@ -517,6 +624,7 @@ class Server:
     ) -> web.Response:
         hosted = self.client.hosted_model(params["projectName"], params["modelVersion"])
         content_type = request.headers.get("Content-Type", "")
+        _check_content_type(content_type)  # again: with --auth the precheck is skipped
         future = hosted.submit(
             functools.partial(_detect_body, data=body, content_type=content_type)
         )

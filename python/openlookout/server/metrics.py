@@ -1,6 +1,8 @@
 """Prometheus text-format metrics for ``GET /metrics``: requests by operation and status, a
 latency histogram per operation, and per-model hosting status, workers, queue depth and
-throttling. Updated only from the server's event loop, so it needs no lock."""
+throttling. Updated only from the server's event loop, so it needs no lock. A request whose
+client closed the connection before sending its whole body is counted with status 499 (nginx's
+"client closed request"): no answer is written, and it is not a server error."""
 
 from __future__ import annotations
 
