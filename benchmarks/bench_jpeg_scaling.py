@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 import openlookout
-from workloads import workloads
+from workloads import rounds, workloads
 
 CASES = [w for w in workloads() if w.encoding != "png"]
 
@@ -31,7 +31,7 @@ def test_jpeg_scaling(benchmark: Any, workload: Any, fast: bool) -> None:
     )
     benchmark.group = f"jpeg-scaling-{workload.name}"
     result = benchmark.pedantic(
-        model.detect, (body, workload.content_type), rounds=10, warmup_rounds=1
+        model.detect, (body, workload.content_type), rounds=rounds(10), warmup_rounds=1
     )
     reference = exact.detect(body, workload.content_type)
     info: dict[str, Any] = {

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import openlookout
-from workloads import workloads
+from workloads import rounds, workloads
 
 IMAGES = 16
 CASES = [w for w in workloads() if w.size == "1MP" and w.encoding == "jpeg"]
@@ -49,5 +49,5 @@ def test_throughput(benchmark: Any, workload: Any, mode: str) -> None:
     fn = {"1-thread": _serial, "2-threads": _two_threads, "detect_batch": _batch}[mode]
     benchmark.group = f"threads-{workload.name}"
     benchmark.extra_info.update(implementation=mode, workload=workload.name, images=IMAGES)
-    benchmark.pedantic(fn, (model, body, workload.content_type), rounds=5, warmup_rounds=1)
+    benchmark.pedantic(fn, (model, body, workload.content_type), rounds=rounds(5), warmup_rounds=1)
     assert model.detect(body, workload.content_type) == expected

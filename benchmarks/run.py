@@ -3,8 +3,9 @@
     python benchmarks/run.py [--quick] [--skip-run]
 
 1. builds the C++ stage micro-benchmark (cpp/bench/stage_bench.cpp) with CMake;
-2. runs benchmarks/bench_pipeline.py and bench_threads.py with pytest-benchmark, every
-   implementation of every workload in the same run;
+2. runs benchmarks/bench_pipeline.py, bench_threads.py and bench_jpeg_scaling.py with
+   pytest-benchmark, every implementation of every workload in the same run (bench_pipeline also
+   on each workload's replay model, for the time outside the model measured directly);
 3. runs the stage micro-benchmark on the same workloads (stage floors, heap allocations per call);
 4. writes the raw results to benchmarks/results/ and renders benchmarks/RESULTS.md and
    benchmarks/breakdown.png (benchmarks/render.py).
@@ -114,7 +115,13 @@ def run_stage_bench(binary: Path, quick: bool) -> list[dict[str, object]]:
             "--task",
             w.task,
             "--input",
-            "256x256",
+            f"{manifest['input']['width']}x{manifest['input']['height']}",
+            "--resize",
+            manifest["input"].get("resize", "bilinear"),
+            "--mean",
+            ",".join(str(v) for v in manifest["input"].get("mean", [0, 0, 0])),
+            "--std",
+            ",".join(str(v) for v in manifest["input"].get("std", [1, 1, 1])),
             "--iterations",
             "5" if quick else "21",
         ]
@@ -135,12 +142,16 @@ def run_stage_bench(binary: Path, quick: bool) -> list[dict[str, object]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 rounds per benchmark (a smoke run, not timings)"
+    )
     parser.add_argument("--skip-run", action="store_true", help="only re-render saved results")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
     if not args.skip_run:
         binary = build_stage_bench()
+        # workloads.rounds() reads this: 2 rounds per benchmark in a smoke run.
+        bench_env = {**os.environ, "OPENLOOKOUT_BENCH_QUICK": "1" if args.quick else "0"}
         for name in ("bench_pipeline", "bench_threads", "bench_jpeg_scaling"):
             subprocess.run(
                 [
@@ -156,6 +167,7 @@ def main() -> None:
                 ],
                 check=True,
                 cwd=ROOT,
+                env=bench_env,
             )
         stages = run_stage_bench(binary, args.quick)
         (RESULTS / "stage_bench.json").write_text(json.dumps(stages, indent=1))
