@@ -43,7 +43,7 @@ struct DecodeLimits {
 // most of the IDCT and colour work when the model input is much smaller than the image. The
 // decoder picks the smallest scale whose output still covers min_width x min_height, so the
 // resize after it still shrinks. Not exact: the pixels differ from a full decode followed by the
-// resize (docs/performance.md measures by how much). 0 x 0: exact decode (the default).
+// resize (benchmarks/RESULTS.md measures by how much). 0 x 0: exact decode (the default).
 struct JpegScaling {
   int min_width = 0;
   int min_height = 0;

@@ -362,6 +362,6 @@ def load_model(path: str | Path, **options: Any) -> Model:
     ``jpeg_max_scans`` and ``jpeg_max_scan_pixels`` (scans x pixels: progressive bombs), and
     ``fast_jpeg_scaling`` (``True``/``False`` overrides the manifest's ``input.fast_jpeg_scaling``:
     decode JPEGs scaled down in the DCT domain when the model input is much smaller; faster, not
-    exact; see docs/performance.md).
+    exact; see benchmarks/RESULTS.md).
     """
     return Model(path, **options)
