@@ -49,5 +49,5 @@ def test_throughput(benchmark: Any, workload: Any, mode: str) -> None:
     fn = {"1-thread": _serial, "2-threads": _two_threads, "detect_batch": _batch}[mode]
     benchmark.group = f"threads-{workload.name}"
     benchmark.extra_info.update(implementation=mode, workload=workload.name, images=IMAGES)
-    benchmark.pedantic(fn, (model, body, workload.content_type), rounds=rounds(5), warmup_rounds=1)
+    benchmark.pedantic(fn, (model, body, workload.content_type), rounds=rounds(8), warmup_rounds=1)
     assert model.detect(body, workload.content_type) == expected
