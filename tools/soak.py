@@ -33,19 +33,6 @@ import make_fuzz_model  # noqa: E402
 
 import openlookout  # noqa: E402
 
-MANIFEST = {
-    "format_version": 1,
-    "task": "segmentation",
-    "model": "fixed.onnx",
-    "input": {"width": 32, "height": 32, "resize": "area"},
-    "classification": {"output": "cls", "activation": "sigmoid", "threshold": 0.5},
-    "segmentation": {
-        "output": "seg",
-        "upsample": "bilinear",
-        "labels": [{"name": "scratch", "color": "#7ED321"}, {"name": "dent", "color": "#4DD8FF"}],
-    },
-}
-
 
 def rss_bytes() -> int:
     with open("/proc/self/status") as f:
@@ -103,9 +90,7 @@ def run(model, case):
 
 def soak(iterations: int, threads: int) -> dict:
     directory = tempfile.mkdtemp(prefix="openlookout-soak-")
-    make_fuzz_model.write_models(directory)
-    with open(os.path.join(directory, "manifest.json"), "w") as f:
-        json.dump(MANIFEST, f)
+    make_fuzz_model.write_package(directory)
     model = openlookout.load_model(directory, intra_op_threads=1, max_body_bytes=256 * 1024)
     good, bad = workload()
     expected = [run(model, c) for c in good]

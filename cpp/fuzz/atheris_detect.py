@@ -36,26 +36,12 @@ import openlookout  # noqa: E402
 # instrument_imports() handles poorly): instrument every Python function loaded so far.
 atheris.instrument_all()
 
-MANIFEST = {
-    "format_version": 1,
-    "task": "segmentation",
-    "model": "fixed.onnx",
-    "input": {"width": 32, "height": 32, "resize": "area"},
-    "classification": {"output": "cls", "activation": "sigmoid", "threshold": 0.5},
-    "segmentation": {
-        "output": "seg",
-        "upsample": "bilinear",
-        "labels": [{"name": "scratch", "color": "#7ED321"}, {"name": "dent", "color": "#4DD8FF"}],
-    },
-}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _load_model() -> openlookout.Model:
     directory = tempfile.mkdtemp(prefix="openlookout-atheris-")
-    make_fuzz_model.write_models(directory)
-    with open(os.path.join(directory, "manifest.json"), "w") as f:
-        json.dump(MANIFEST, f)
+    make_fuzz_model.write_package(directory)
     return openlookout.load_model(
         directory, min_side=1, max_side=1024, intra_op_threads=1, inter_op_threads=1
     )

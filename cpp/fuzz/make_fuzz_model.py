@@ -13,6 +13,7 @@ openlookout's own code. Needs only the ``onnx`` package.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 
@@ -75,6 +76,30 @@ def write_models(out_dir: str) -> list[str]:
             f.write(data)
         paths.append(path)
     return paths
+
+
+# A model package around fixed.onnx: what the Python-level harnesses (atheris_detect.py,
+# tools/soak.py) load, with both a classification and a two-label segmentation output.
+PACKAGE_MANIFEST = {
+    "format_version": 1,
+    "task": "segmentation",
+    "model": "fixed.onnx",
+    "input": {"width": 32, "height": 32, "resize": "area"},
+    "classification": {"output": "cls", "activation": "sigmoid", "threshold": 0.5},
+    "segmentation": {
+        "output": "seg",
+        "upsample": "bilinear",
+        "labels": [{"name": "scratch", "color": "#7ED321"}, {"name": "dent", "color": "#4DD8FF"}],
+    },
+}
+
+
+def write_package(out_dir: str) -> str:
+    """The models and a manifest.json naming fixed.onnx, in out_dir; returns out_dir."""
+    write_models(out_dir)
+    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
+        json.dump(PACKAGE_MANIFEST, f)
+    return out_dir
 
 
 if __name__ == "__main__":

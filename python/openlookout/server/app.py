@@ -121,9 +121,8 @@ class _ClientGone(Exception):
 
 
 def _check_content_type(content_type: str) -> None:
-    # Header bytes that are not UTF-8 reach us as surrogate escapes, which the native core cannot
-    # take as a string: that was a TypeError and a 500 for a client's mistake. Content types are
-    # ASCII tokens (RFC 9110), so anything else is the caller's error.
+    # Refuses before the body is read what Model.detect would refuse after: header bytes that are
+    # not UTF-8 reach us as surrogate escapes (content types are ASCII tokens, RFC 9110).
     if not 1 <= len(content_type) <= 255:
         raise ValidationException(
             "Content-Type must name the image format: image/png or image/jpeg"
@@ -624,7 +623,7 @@ class Server:
     ) -> web.Response:
         hosted = self.client.hosted_model(params["projectName"], params["modelVersion"])
         content_type = request.headers.get("Content-Type", "")
-        _check_content_type(content_type)  # again: with --auth the precheck is skipped
+        # Model.detect refuses a bad content type itself (with --auth the precheck is skipped).
         future = hosted.submit(
             functools.partial(_detect_body, data=body, content_type=content_type)
         )
